@@ -1,0 +1,69 @@
+# The project's commands. `make demo` and `make test` work from a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export RECSYS_DATA_DIR ?= $(CURDIR)/data
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export PYTHONWARNINGS ?= ignore::DeprecationWarning
+
+# Demo data: a few thousand users, a few hundred products, two weeks ending yesterday (UTC).
+DEMO_USERS ?= 3000
+DEMO_PRODUCTS ?= 400
+DEMO_DAYS ?= 14
+SEED ?= 42
+
+.PHONY: help install data demo run test test-fast airflow-db clean
+
+help:
+	@echo "make demo               install, generate data, run the daily DAG for the latest day, print a summary"
+	@echo "make test               install, run the whole test suite"
+	@echo "make data               generate the synthetic landing zone into \$$RECSYS_DATA_DIR ($(RECSYS_DATA_DIR))"
+	@echo "make run DS=YYYY-MM-DD  run the daily DAG for that date on \$$RECSYS_DATA_DIR"
+	@echo "make clean              remove generated data and the local Airflow home"
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+install: $(STAMP)
+
+airflow-db: install
+	@mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+data: install
+	$(BIN)/python -m recsys.data.synthetic --users $(DEMO_USERS) --products $(DEMO_PRODUCTS) --days $(DEMO_DAYS) \
+		--seed $(SEED) --bad-rows-fraction 0.002 --out $(RECSYS_DATA_DIR)
+
+run: airflow-db
+	@test -n "$(DS)" || (echo "usage: make run DS=YYYY-MM-DD"; exit 2)
+	$(BIN)/airflow dags test recsys_daily $(DS)
+	$(BIN)/python -m recsys.report --ds $(DS)
+
+demo: data airflow-db
+	@ds=$$(ls -1 $(RECSYS_DATA_DIR)/raw/events | sed -n 's/^ds=//p' | sort | tail -n 1); \
+	echo "running recsys_daily for ds=$$ds (logs: $(AIRFLOW_HOME)/demo-$$ds.log)"; \
+	$(BIN)/airflow dags test recsys_daily $$ds > $(AIRFLOW_HOME)/demo-$$ds.log 2>&1 \
+		|| (tail -n 80 $(AIRFLOW_HOME)/demo-$$ds.log; exit 1); \
+	$(BIN)/python -m recsys.report --ds $$ds
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+clean:
+	rm -rf $(RECSYS_DATA_DIR) $(AIRFLOW_HOME)

@@ -1,0 +1,132 @@
+"""
+### recsys_daily: hybrid e-commerce recommendations, every day
+
+Takes one day of raw behaviour events (`$RECSYS_DATA_DIR/raw/events/ds=YYYY-MM-DD/`) to the
+warehouse table `recsys.recommendations`:
+
+1. **validate_raw**: Great Expectations suite over the day's events (Spark); bad rows go to
+   `quarantine/ds=…/` with the rule they broke; the run stops if more than 5% are bad.
+2. **build_features**: Spark: dedupe, sessions, weighted interactions, sequences, item text and the
+   temporal train / validation / held-out split over the lookback window.
+3. **train_collaborative**, **train_content**, **train_sequence**: ALS, TF-IDF and LSTM, in parallel,
+   each an MLflow child run of this DAG run's parent run.
+4. **fuse**: a ranker learned on the validation slice blends the three (plus popularity for cold
+   starts); every model and the hybrid are scored on the held-out slice.
+5. **publish**: replaces the day's partition in the warehouse atomically (DuckDB by default, the
+   `warehouse_default` connection for PostgreSQL) and records the run in `recsys.pipeline_runs`.
+
+Params: `top_k` (recommendations per user), `lookback_days` (history used, ending at `ds`).
+Backfill: `airflow backfill create --dag-id recsys_daily --from-date … --to-date …`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from recsys.constants import MODEL_NAMES
+
+SPARK_CONN_ID = "spark_default"
+WAREHOUSE_CONN_ID = "warehouse_default"
+
+
+def _connection(conn_id: str):
+    """The Airflow connection, or None when it is not defined (the embedded defaults apply)."""
+    from airflow.sdk import BaseHook
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception as exc:  # noqa: BLE001 - "not defined" differs between Airflow versions
+        if "isn't defined" in str(exc) or "not found" in str(exc).lower() or type(exc).__name__ == "AirflowNotFoundException":
+            return None
+        raise
+
+
+def _settings(context):
+    """Settings from the environment, with this run's params and the Spark connection applied."""
+    from recsys.config import load_settings
+    from recsys.features.spark import spark_master_from_connection
+
+    params = context["params"]
+    spark = _connection(SPARK_CONN_ID)
+    master = spark_master_from_connection(spark.host, spark.port) if spark is not None else None
+    return load_settings().with_overrides(
+        top_k=params.get("top_k"), lookback_days=params.get("lookback_days"), spark_master=master
+    )
+
+
+@dag(
+    dag_id="recsys_daily",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "recsys",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=10),
+    },
+    params={
+        "top_k": Param(20, type="integer", minimum=1, maximum=500, description="recommendations per user"),
+        "lookback_days": Param(90, type="integer", minimum=3, maximum=730, description="days of history up to ds"),
+    },
+    tags=["recsys", "ml", "spark", "mlflow"],
+    doc_md=__doc__,
+)
+def recsys_daily():
+    @task
+    def validate_raw(**context) -> dict:
+        from recsys import pipeline
+
+        return pipeline.validate_raw(_settings(context), context["ds"], context["dag"].dag_id, context["run_id"])
+
+    @task
+    def build_features(validation: dict, **context) -> dict:
+        from recsys import pipeline
+
+        parent_run_id = validation["mlflow_parent_run_id"]
+        return {**pipeline.build_features(_settings(context), context["ds"], parent_run_id), "mlflow_parent_run_id": parent_run_id}
+
+    @task
+    def train(model_name: str, features: dict, **context) -> dict:
+        from recsys import pipeline
+
+        parent_run_id = features["mlflow_parent_run_id"]
+        result = pipeline.train_model(_settings(context), context["ds"], model_name, parent_run_id)
+        return {**result, "mlflow_parent_run_id": parent_run_id}
+
+    @task
+    def fuse(trained: list[dict], **context) -> dict:
+        from recsys import pipeline
+
+        trained = list(trained)
+        return pipeline.fuse(_settings(context), context["ds"], trained[0]["mlflow_parent_run_id"], trained)
+
+    @task
+    def publish(fused: dict, validation: dict, features: dict, **context) -> dict:
+        from recsys import pipeline
+        from recsys.warehouse.uri import warehouse_uri
+
+        settings = _settings(context)
+        conn = _connection(WAREHOUSE_CONN_ID)
+        uri = warehouse_uri(
+            settings.warehouse_path,
+            *((conn.conn_type, conn.host, conn.port, conn.login, conn.password, conn.schema) if conn else ()),
+        )
+        return pipeline.publish(
+            settings, context["ds"], uri, fused, validation, features, context["run_id"], validation["mlflow_parent_run_id"]
+        )
+
+    validation = validate_raw()
+    features = build_features(validation)
+    # Same single upstream and downstream for the three models: the scheduler runs them in parallel.
+    trained = [train.override(task_id=f"train_{name}")(name, features) for name in MODEL_NAMES]
+    fused = fuse(trained)
+    publish(fused, validation, features)
+
+
+recsys_daily()

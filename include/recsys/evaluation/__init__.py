@@ -1,0 +1,1 @@
+"""Ranking metrics over all users at once (pure numpy/pandas)."""

@@ -1,0 +1,1 @@
+"""Spark feature extraction: pure DataFrame transforms plus thin extract/load steps."""

@@ -1,0 +1,1 @@
+"""Fusion of the single models' candidates into hybrid recommendations."""

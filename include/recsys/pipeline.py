@@ -1,0 +1,465 @@
+"""The daily pipeline's steps as plain functions: each Airflow task calls exactly one of them.
+
+They take the settings and small references (dates, run ids, paths) and return small JSON-able
+dicts (paths, counts, metrics) for XCom; data itself stays on disk. Nothing here imports Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from datetime import date, timedelta
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys import tracking
+from recsys.config import Settings
+from recsys.constants import EVAL_K, HYBRID_NAME, ITEM_COL, MODEL_NAMES, RANK_COL, SCORE_COL, STAGES, USER_COL
+
+log = logging.getLogger(__name__)
+
+#: ALS settings tried on the validation slice; the best by NDCG@10 is refitted for test and full.
+ALS_GRID = (
+    {"rank": 32, "alpha": 10.0, "reg_param": 0.05},
+    {"rank": 64, "alpha": 20.0, "reg_param": 0.1},
+    {"rank": 32, "alpha": 40.0, "reg_param": 0.1},
+)
+
+
+def parse_ds(ds: str | date) -> date:
+    return ds if isinstance(ds, date) else date.fromisoformat(str(ds)[:10])
+
+
+def run_dir(settings: Settings, ds: date) -> Path:
+    return settings.runs_dir / f"ds={ds.isoformat()}"
+
+
+def candidates_path(settings: Settings, ds: date, source: str, stage: str) -> Path:
+    return run_dir(settings, ds) / "candidates" / source / f"{stage}.parquet"
+
+
+# ---------------------------------------------------------------------------------------------
+# validate_raw
+# ---------------------------------------------------------------------------------------------
+def validate_raw(settings: Settings, ds: str | date, dag_id: str, airflow_run_id: str) -> dict:
+    """Validate the day's raw events, quarantine bad rows, open the MLflow parent run."""
+    from recsys.features.spark import get_spark
+    from recsys.quality.validation import DataQualityError, validate_day
+
+    day = parse_ds(ds)
+    parent_run_id = tracking.ensure_parent_run(settings, dag_id, airflow_run_id, day.isoformat())
+    spark = get_spark(settings, app_name=f"validate_raw {day}")
+    validate = partial(
+        validate_day,
+        spark,
+        raw_events_dir=settings.raw_events_dir,
+        clean_events_dir=settings.clean_events_dir,
+        quarantine_dir=settings.quarantine_dir,
+        reports_dir=settings.data_dir / "quality" / "reports",
+        max_quarantine_fraction=settings.quarantine_max_fraction,
+        docs_dir=settings.data_dir / "quality",
+    )
+    # History days of the window that landed but were never validated (first run, late files) are
+    # validated once here; a bad history day is left out with a warning instead of blocking today.
+    for pending in _unvalidated_history(settings, day):
+        try:
+            validate(pending)
+        except DataQualityError as exc:
+            log.warning("history day %s left out of the window: %s", pending, exc)
+    try:
+        report = validate(day)
+    except DataQualityError as exc:
+        tracking.log_to_run(settings, parent_run_id, tags={"failed_step": "validate_raw", "failure": str(exc)[:4000]})
+        tracking.finish_parent_run(settings, parent_run_id, "FAILED")
+        raise
+    tracking.log_to_run(
+        settings,
+        parent_run_id,
+        metrics={"raw_rows": report.raw_rows, "clean_rows": report.clean_rows, "quarantined_rows": report.quarantined_rows},
+        tags={"gx_data_docs": report.docs_page or ""},
+    )
+    return {"mlflow_parent_run_id": parent_run_id, **report.as_dict()}
+
+
+def _unvalidated_history(settings: Settings, day: date) -> list[date]:
+    days = [day - timedelta(days=offset) for offset in range(settings.lookback_days - 1, 0, -1)]
+    return [
+        d for d in days
+        if (settings.raw_events_dir / f"ds={d.isoformat()}").is_dir()
+        and not (settings.clean_events_dir / f"ds={d.isoformat()}").is_dir()
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# build_features
+# ---------------------------------------------------------------------------------------------
+def build_features(settings: Settings, ds: str | date, parent_run_id: str | None = None) -> dict:
+    from recsys.features.build import build_features as build
+    from recsys.features.spark import get_spark
+
+    day = parse_ds(ds)
+    spark = get_spark(settings, app_name=f"build_features {day}")
+    summary = build(spark, settings, day)
+    if parent_run_id:
+        tracking.log_to_run(
+            settings,
+            parent_run_id,
+            metrics={"feature_events": summary["events"], "users": summary["users"], "items": summary["items"]},
+            params={"lookback_days": settings.lookback_days, "val_days": settings.val_days, "test_days": settings.test_days},
+        )
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+def _stage_users(data, stage: str) -> np.ndarray:
+    """Whom a stage recommends for: the held-out users (val/test) or everyone with history (full)."""
+    if stage == "full":
+        users = pd.concat([data.interactions[USER_COL], data.sequences[USER_COL]])
+    else:
+        users = data.targets[USER_COL]
+    return np.unique(users.to_numpy(np.int64))
+
+
+def _evaluate(recs: pd.DataFrame, data, k: int) -> dict[str, float]:
+    from recsys.evaluation.metrics import evaluate
+
+    popularity = data.interactions.groupby(ITEM_COL)[USER_COL].nunique()
+    popularity = popularity / max(1, data.interactions[USER_COL].nunique())
+    category = data.items.set_index(ITEM_COL)["top_category"]
+    return evaluate(
+        recs, data.targets, k, n_catalog_items=len(data.items), item_popularity=popularity, item_category=category
+    )
+
+
+def _fit_model(name: str, data, settings: Settings, params=None, spark=None, validation: pd.DataFrame | None = None):
+    if name == "collaborative":
+        from recsys.models.collaborative import ALSParams, ALSRecommender
+
+        return ALSRecommender(params or ALSParams(seed=settings.seed)).fit(spark, data.interactions, seen=data.seen)
+    if name == "content":
+        from recsys.models.content import ContentRecommender
+
+        return ContentRecommender(params).fit(data.items, data.interactions, seen=data.seen)
+    if name == "sequence":
+        from recsys.models.sequence import SequenceParams, SequenceRecommender
+
+        params = params or SequenceParams(max_len=settings.sequence_length, seed=settings.seed)
+        return SequenceRecommender(params).fit(data.sequences, validation=validation, seen=data.seen)
+    if name == "popularity":
+        from recsys.models.popularity import PopularityRecommender
+
+        return PopularityRecommender(params).fit(data.interactions, seen=data.seen)
+    raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES + ('popularity',)}")
+
+
+def _search_als(settings: Settings, spark, data) -> tuple[object, list[dict]]:
+    """Pick ALS hyper-parameters by NDCG@10 on the validation slice (never the held-out one)."""
+    from recsys.models.collaborative import ALSParams
+
+    trials = []
+    best = None
+    for grid_point in ALS_GRID:
+        params = ALSParams(seed=settings.seed, **grid_point)
+        model = _fit_model("collaborative", data, settings, params=params, spark=spark)
+        recs = model.recommend(_stage_users(data, "val"), EVAL_K)
+        score = _evaluate(recs, data, EVAL_K)[f"ndcg@{EVAL_K}"]
+        trials.append({**grid_point, f"val_ndcg@{EVAL_K}": score})
+        log.info("ALS trial %s: validation NDCG@%d = %.4f", grid_point, EVAL_K, score)
+        if best is None or score > best[0]:
+            best = (score, params, model)
+    return best, trials
+
+
+def train_model(settings: Settings, ds: str | date, name: str, parent_run_id: str) -> dict:
+    """Fit one model family on each stage, write its candidates, log a child run to MLflow.
+
+    val: fit on train, score the validation slice (hyper-parameters and fusion learn from this);
+    test: fit on train+validation, score the held-out slice (the reported metrics);
+    full: fit on everything up to ds, candidates for every user (what gets published).
+    """
+    import mlflow
+
+    from recsys.features.build import FeaturePaths, feature_paths
+    from recsys.models.base import load_stage
+
+    day = parse_ds(ds)
+    paths: FeaturePaths = feature_paths(settings, day)
+    n_candidates = max(settings.candidates_per_model, settings.top_k)
+    spark = None
+    if name == "collaborative":
+        from recsys.features.spark import get_spark
+
+        spark = get_spark(settings, app_name=f"train_collaborative {day}")
+
+    metrics: dict[str, float] = {}
+    extra_params: dict = {}
+    timings: dict[str, float] = {}
+    params = None
+    model = None
+    validation_targets = None
+    for stage in STAGES:
+        started = time.perf_counter()
+        data = load_stage(paths.root, stage)
+        users = _stage_users(data, stage)
+        log.info("%s/%s: fitting on %d interactions, recommending for %d users", name, stage, len(data.interactions), len(users))
+        if name == "collaborative" and stage == "val":
+            (_, params, model), trials = _search_als(settings, spark, data)
+            extra_params["als_search"] = json.dumps(trials)
+        else:
+            # The sequence model early-stops on the next slice: the validation slice for val/test
+            # (test never sees its own held-out targets), none for full (it reuses the best epoch count).
+            if name == "sequence":
+                from recsys.models.sequence import SequenceParams
+
+                if stage == "val":
+                    validation_targets = data.targets
+                    model = _fit_model(name, data, settings, validation=validation_targets)
+                    params = SequenceParams(**{**asdict(model.params), "epochs": max(1, model.best_epoch), "patience": 10**6})
+                else:
+                    model = _fit_model(name, data, settings, params=params)
+            else:
+                model = _fit_model(name, data, settings, params=params, spark=spark)
+                params = model.params
+        recs = model.recommend(users, n_candidates)
+        out = candidates_path(settings, day, name, stage)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        recs.to_parquet(out, index=False)
+        timings[stage] = time.perf_counter() - started
+        if stage in ("val", "test"):
+            for k in (EVAL_K, settings.top_k):
+                for key, value in _evaluate(recs, data, k).items():
+                    metrics[f"{stage}_{key}"] = value
+        log.info("%s/%s done in %.1fs", name, stage, timings[stage])
+
+    with tracking.child_run(settings, parent_run_id, name, tags={"ds": day.isoformat()}) as run:
+        tracking.retry_locked(mlflow.log_params, {**asdict(model.params), **extra_params})
+        tracking.retry_locked(
+            mlflow.log_metrics,
+            {**tracking.metric_keys(metrics), **{f"train_seconds_{s}": t for s, t in timings.items()}},
+        )
+        if name == "sequence":
+            for entry in model.history:
+                step = int(entry["epoch"])
+                tracking.retry_locked(
+                    mlflow.log_metrics, {f"epoch_{k}": float(v) for k, v in entry.items() if k != "epoch" and v is not None}, step=step
+                )
+        _log_model(name, model, run_dir(settings, day) / "models" / name)
+        child_id = run.info.run_id
+    test_metrics = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")}
+    return {"model": name, "mlflow_run_id": child_id, "metrics": test_metrics, "seconds": timings}
+
+
+def _log_model(name: str, model, local_dir: Path) -> None:
+    """Save the model locally (our own format, loadable with Model.load) and log it to MLflow."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    local_dir.mkdir(parents=True, exist_ok=True)
+    model.save(local_dir)
+    tracking.retry_locked(mlflow.log_artifacts, str(local_dir), "recommender")
+    if name == "content":
+        texts = pd.Series(["example product text"])
+        signature = infer_signature(texts.to_frame("text"), None)
+        tracking.retry_locked(
+            mlflow.sklearn.log_model, model.vectorizer, name="model", signature=signature,
+            pyfunc_predict_fn="transform", pip_requirements=["scikit-learn"],
+        )
+    elif name == "sequence":
+        import torch
+
+        # Inputs: right-padded item and event-type index sequences; output: next-item scores.
+        network = model.network.eval()
+        items = torch.ones((1, 3), dtype=torch.long)
+        events = torch.ones((1, 3), dtype=torch.long)
+        with torch.no_grad():
+            scores = network(items, events).numpy()
+        signature = infer_signature({"items": items.numpy(), "events": events.numpy()}, scores)
+        tracking.retry_locked(
+            mlflow.pytorch.log_model, network, name="model", signature=signature, serialization_format="pickle",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+    elif name == "collaborative":
+        signature = infer_signature(
+            pd.DataFrame({"u": np.array([0], np.int32), "i": np.array([0], np.int32)}), pd.DataFrame({"prediction": np.array([0.0], np.float32)})
+        )
+        tracking.retry_locked(
+            mlflow.spark.log_model, model.spark_model, "model", signature=signature, pip_requirements=["pyspark"],
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# fuse
+# ---------------------------------------------------------------------------------------------
+def _load_candidates(settings: Settings, day: date, stage: str, sources) -> dict[str, pd.DataFrame]:
+    return {source: pd.read_parquet(candidates_path(settings, day, source, stage)) for source in sources}
+
+
+def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[dict]) -> dict:
+    """Learn the fusion on validation candidates, evaluate everything on the held-out slice,
+    and rank the full stage's candidates into the day's recommendations."""
+    import mlflow
+
+    from recsys.evaluation.plots import metrics_chart
+    from recsys.features.build import feature_paths
+    from recsys.fusion.blend import FusionParams, HybridRanker, candidate_features, fill_with_fallback
+    from recsys.fusion.explain import add_reasons
+    from recsys.models.base import load_stage
+
+    day = parse_ds(ds)
+    root = feature_paths(settings, day).root
+    model_names = tuple(t["model"] for t in trained)
+    sources = model_names + ("popularity",)
+    k = settings.top_k
+    n_candidates = max(settings.candidates_per_model, k)
+
+    stages = {stage: load_stage(root, stage) for stage in STAGES}
+    popularity_models = {}
+    for stage, data in stages.items():
+        popularity_models[stage] = _fit_model("popularity", data, settings)
+        recs = popularity_models[stage].recommend(_stage_users(data, stage), n_candidates)
+        path = candidates_path(settings, day, "popularity", stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recs.to_parquet(path, index=False)
+
+    def features_for(stage: str) -> pd.DataFrame:
+        data = stages[stage]
+        item_popularity = data.interactions.groupby(ITEM_COL)[USER_COL].nunique()
+        user_activity = data.interactions.groupby(USER_COL).size()
+        return candidate_features(_load_candidates(settings, day, stage, sources), item_popularity, user_activity)
+
+    params = FusionParams(sources=sources, seed=settings.seed)
+    ranker = HybridRanker(params).fit(features_for("val"), stages["val"].targets)
+
+    # Held-out evaluation: every single model and the hybrid on the same users and targets.
+    test = stages["test"]
+    test_candidates = _load_candidates(settings, day, "test", sources)
+    hybrid_test = fill_with_fallback(
+        ranker.rank(features_for("test"), n_candidates), test_candidates["popularity"], _stage_users(test, "test"), n_candidates
+    )
+    table: dict[str, dict[str, float]] = {}
+    for source, recs in {**test_candidates, HYBRID_NAME: hybrid_test}.items():
+        row = {}
+        for kk in (EVAL_K, k):
+            row.update(_evaluate(recs, test, kk))
+        table[source] = row
+    _log_table(table)
+
+    # What gets published: the full stage, every user with history gets k rows.
+    full = stages["full"]
+    users = _stage_users(full, "full")
+    published = fill_with_fallback(ranker.rank(features_for("full"), k), popularity_models["full"].recommend(users, k), users, k)
+    published = add_reasons(published, full.items, full.sequences)
+    out_dir = run_dir(settings, day)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recommendations_path = out_dir / "recommendations.parquet"
+    published[[USER_COL, RANK_COL, ITEM_COL, SCORE_COL, "sources", "reason"]].to_parquet(recommendations_path, index=False)
+    chart_path = metrics_chart(table, out_dir / "model_comparison.png", metrics=(f"ndcg@{EVAL_K}", f"hr@{EVAL_K}", f"recall@{EVAL_K}", f"coverage@{EVAL_K}"))
+
+    with tracking.child_run(settings, parent_run_id, HYBRID_NAME, tags={"ds": day.isoformat()}) as run:
+        tracking.retry_locked(mlflow.log_params, {k_: str(v) for k_, v in asdict(params).items()})
+        tracking.retry_locked(mlflow.log_metrics, {f"test_{key}": v for key, v in tracking.metric_keys(table[HYBRID_NAME]).items()})
+        tracking.retry_locked(mlflow.log_artifact, str(chart_path))
+        tracking.retry_locked(mlflow.log_dict, table, "evaluation_table.json")
+        model_dir = out_dir / "models" / HYBRID_NAME
+        ranker.save(model_dir)
+        tracking.retry_locked(mlflow.log_artifacts, str(model_dir), "recommender")
+        fusion_run_id = run.info.run_id
+    with tracking.child_run(settings, parent_run_id, "popularity", tags={"ds": day.isoformat(), "baseline": "true"}):
+        tracking.retry_locked(mlflow.log_params, asdict(popularity_models["test"].params))
+        tracking.retry_locked(mlflow.log_metrics, {f"test_{key}": v for key, v in tracking.metric_keys(table["popularity"]).items()})
+    # The parent carries the comparison too, so the runs list lines the days up side by side.
+    tracking.log_to_run(
+        settings,
+        parent_run_id,
+        metrics={f"{name}_{key}": v for name, row in table.items() for key, v in tracking.metric_keys(row).items()},
+    )
+    tracking.configure(settings)
+    tracking.retry_locked(mlflow.tracking.MlflowClient().log_artifact, parent_run_id, str(chart_path))
+    return {
+        "recommendations_path": str(recommendations_path),
+        "users": int(len(users)),
+        "rows": int(len(published)),
+        "mlflow_fusion_run_id": fusion_run_id,
+        "evaluation": table,
+        "chart": str(chart_path),
+    }
+
+
+def _log_table(table: dict[str, dict[str, float]]) -> None:
+    keys = [f"ndcg@{EVAL_K}", f"hr@{EVAL_K}", f"recall@{EVAL_K}", f"map@{EVAL_K}", f"coverage@{EVAL_K}"]
+    lines = ["held-out evaluation:", f"{'model':<14}" + "".join(f"{k:>14}" for k in keys)]
+    for name, row in table.items():
+        lines.append(f"{name:<14}" + "".join(f"{row.get(k, float('nan')):>14.4f}" for k in keys))
+    log.info("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# publish
+# ---------------------------------------------------------------------------------------------
+def publish(
+    settings: Settings,
+    ds: str | date,
+    warehouse_uri: str,
+    fused: dict,
+    validation: dict,
+    features: dict,
+    airflow_run_id: str,
+    parent_run_id: str,
+) -> dict:
+    """Replace the day's partition in the warehouse and record the run, in one transaction."""
+    from recsys.warehouse.writer import open_warehouse
+
+    day = parse_ds(ds)
+    recommendations = pd.read_parquet(fused["recommendations_path"])
+    recommendations["run_id"] = airflow_run_id
+    run_record = {
+        "airflow_run_id": airflow_run_id,
+        "mlflow_run_id": parent_run_id,
+        "raw_rows": validation["raw_rows"],
+        "clean_rows": validation["clean_rows"],
+        "quarantined_rows": validation["quarantined_rows"],
+        "users": fused["users"],
+        "items": features["items"],
+        "published_rows": len(recommendations),
+        "metrics": fused["evaluation"],
+    }
+    with open_warehouse(warehouse_uri) as warehouse:
+        warehouse.ensure_schema()
+        published = warehouse.publish_partition(day, recommendations, run_record)
+    tracking.log_to_run(settings, parent_run_id, metrics={"published_rows": published}, tags={"warehouse": _redact(warehouse_uri)})
+    tracking.finish_parent_run(settings, parent_run_id)
+    summary = {
+        "ds": day.isoformat(),
+        "warehouse": _redact(warehouse_uri),
+        "published_rows": published,
+        "users": fused["users"],
+        "raw_rows": validation["raw_rows"],
+        "clean_rows": validation["clean_rows"],
+        "quarantined_rows": validation["quarantined_rows"],
+        "quarantine_path": validation.get("quarantine_path"),
+        "data_docs": validation.get("docs_page"),
+        "evaluation": fused["evaluation"],
+        "chart": fused.get("chart"),
+        "mlflow_parent_run_id": parent_run_id,
+        "mlflow_tracking_uri": _redact(settings.tracking_uri),
+    }
+    (run_dir(settings, day) / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _redact(uri: str) -> str:
+    """Hide a password in a URI before it is logged or stored."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri

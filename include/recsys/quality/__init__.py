@@ -1,0 +1,1 @@
+"""Great Expectations validation of raw events and the quarantine of bad rows."""

@@ -1,0 +1,151 @@
+"""MLflow conventions: one experiment, one parent run per DAG run, one child run per model.
+
+The embedded store is SQLite, which several training tasks write at once: every tracking call goes
+through :func:`retry_locked`, which waits and retries on "database is locked" instead of failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
+
+if TYPE_CHECKING:
+    from recsys.config import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PARENT_TAG = "recsys.role"
+_LOCK_MARKERS = ("database is locked", "database table is locked", "unable to open database file")
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(marker in text for marker in _LOCK_MARKERS)
+
+
+def retry_locked(fn: Callable[..., T], *args, attempts: int = 12, **kwargs) -> T:
+    """Call ``fn``, retrying with jittered backoff while SQLite reports a lock."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only lock errors are retried, the rest re-raised
+            if attempt == attempts or not _is_lock_error(exc):
+                raise
+            delay = min(10.0, 0.25 * 2 ** attempt) * (0.5 + random.random())
+            log.warning("MLflow store busy (%s); retry %d/%d in %.1fs", exc, attempt, attempts, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def configure(settings: "Settings") -> str:
+    """Point MLflow at the configured store and return the experiment id (created if missing)."""
+    import mlflow
+
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:"):
+        (settings.data_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+
+    def get_or_create() -> str:
+        experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
+        if experiment is not None:
+            return experiment.experiment_id
+        artifact_location = None
+        if not uri.startswith(("http://", "https://", "databricks")):
+            settings.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
+            artifact_location = settings.mlflow_artifact_root.as_uri()
+        try:
+            return mlflow.create_experiment(settings.mlflow_experiment, artifact_location=artifact_location)
+        except Exception:  # noqa: BLE001 - another task created it first
+            experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    try:
+        return retry_locked(get_or_create)
+    except Exception as exc:
+        raise RuntimeError(
+            f"cannot reach the MLflow tracking store at {uri} ({type(exc).__name__}: {exc}). "
+            "Check MLFLOW_TRACKING_URI and that the server is up."
+        ) from exc
+
+
+def ensure_parent_run(settings: "Settings", dag_id: str, airflow_run_id: str, ds: str, tags: dict | None = None) -> str:
+    """The parent run of this DAG run: found by its tags (so a retried task reuses it) or created."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = configure(settings)
+    client = MlflowClient()
+    escaped = airflow_run_id.replace("'", "\\'")
+    found = retry_locked(
+        client.search_runs,
+        [experiment_id],
+        filter_string=f"tags.airflow_run_id = '{escaped}' and tags.`{PARENT_TAG}` = 'parent' and tags.dag_id = '{dag_id}'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    all_tags = {"dag_id": dag_id, "airflow_run_id": airflow_run_id, "ds": ds, PARENT_TAG: "parent", **(tags or {})}
+    run = retry_locked(client.create_run, experiment_id, run_name=f"{dag_id} {ds}", tags={k: str(v) for k, v in all_tags.items()})
+    log.info("MLflow parent run %s for %s %s", run.info.run_id, dag_id, airflow_run_id)
+    return run.info.run_id
+
+
+def log_to_run(settings: "Settings", run_id: str, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None) -> None:
+    """Log params/metrics/tags to an existing run (e.g. data counts on the parent)."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    configure(settings)
+    now = int(time.time() * 1000)
+    retry_locked(
+        MlflowClient().log_batch,
+        run_id,
+        metrics=[Metric(_metric_key(k), float(v), now, 0) for k, v in (metrics or {}).items()],
+        params=[Param(k, str(v)) for k, v in (params or {}).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
+
+
+def _metric_key(name: str) -> str:
+    # MLflow metric names allow alphanumerics, _ - . / and space: "ndcg@10" becomes "ndcg_at_10".
+    return name.replace("@", "_at_")
+
+
+def metric_keys(metrics: dict[str, float]) -> dict[str, float]:
+    return {_metric_key(k): float(v) for k, v in metrics.items()}
+
+
+@contextmanager
+def child_run(settings: "Settings", parent_run_id: str, name: str, tags: dict | None = None) -> Iterator[object]:
+    """Open a child run of the parent (as the active run) for one model or the fusion."""
+    import mlflow
+
+    experiment_id = configure(settings)
+    run = retry_locked(
+        mlflow.start_run,
+        experiment_id=experiment_id,
+        run_name=name,
+        parent_run_id=parent_run_id,
+        tags={"model": name, PARENT_TAG: "child", **(tags or {})},
+    )
+    try:
+        yield run
+    except BaseException:
+        retry_locked(mlflow.end_run, status="FAILED")
+        raise
+    else:
+        retry_locked(mlflow.end_run)
+
+
+def finish_parent_run(settings: "Settings", run_id: str, status: str = "FINISHED") -> None:
+    from mlflow.tracking import MlflowClient
+
+    configure(settings)
+    retry_locked(MlflowClient().set_terminated, run_id, status)

@@ -1,0 +1,1 @@
+"""Writers for the recommendation warehouse (DuckDB embedded, PostgreSQL for teams)."""
