@@ -1,0 +1,1 @@
+"""Input contract, dataset adapters and the synthetic data generator."""
