@@ -25,6 +25,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from recsys.constants import MODEL_NAMES
 
@@ -59,7 +60,9 @@ def _settings(context):
 
 @dag(
     dag_id="recsys_daily",
-    schedule="@daily",
+    # Data-interval semantics: the run that starts at midnight processes the day that just ended,
+    # so ds (the logical date) is that complete day, as in `airflow backfill create`.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

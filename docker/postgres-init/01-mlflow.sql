@@ -1,0 +1,2 @@
+-- The metadata server also hosts MLflow's backend store.
+CREATE DATABASE mlflow;
