@@ -58,12 +58,17 @@ class Settings:
     sequence_length: int = 50
     half_life_days: float = 14.0
     quarantine_max_fraction: float = 0.05
+    #: publish only if the hybrid's held-out NDCG@10 is at most this fraction below the champion's
+    champion_tolerance: float = 0.10
     candidates_per_model: int = 100
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "recsys_daily"
     spark_master: str = "local[*]"
     spark_shuffle_partitions: int = 8
     spark_driver_memory: str = "2g"
+    #: PyTorch threads for the LSTM. The three models train side by side, and oversubscribed OpenMP
+    #: threads spin-wait badly, so the default is half the cores (at least one).
+    torch_threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
     event_weights: EventWeights = field(default_factory=EventWeights)
     seed: int = 42
 
@@ -124,11 +129,13 @@ def load_settings() -> Settings:
         sequence_length=_env_int("RECSYS_SEQUENCE_LENGTH", 50),
         half_life_days=_env_float("RECSYS_HALF_LIFE_DAYS", 14.0),
         quarantine_max_fraction=_env_float("RECSYS_QUARANTINE_MAX_FRACTION", 0.05),
+        champion_tolerance=_env_float("RECSYS_CHAMPION_TOLERANCE", 0.10),
         candidates_per_model=_env_int("RECSYS_CANDIDATES_PER_MODEL", 100),
         mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
         mlflow_experiment=os.environ.get("RECSYS_MLFLOW_EXPERIMENT", "recsys_daily"),
         spark_master=os.environ.get("RECSYS_SPARK_MASTER", "local[*]"),
         spark_shuffle_partitions=_env_int("RECSYS_SPARK_SHUFFLE_PARTITIONS", 8),
         spark_driver_memory=os.environ.get("RECSYS_SPARK_DRIVER_MEMORY", "2g"),
+        torch_threads=_env_int("RECSYS_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2)),
         seed=_env_int("RECSYS_SEED", 42),
     )

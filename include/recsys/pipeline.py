@@ -150,7 +150,7 @@ def _fit_model(name: str, data, settings: Settings, params=None, spark=None, val
     if name == "sequence":
         from recsys.models.sequence import SequenceParams, SequenceRecommender
 
-        params = params or SequenceParams(max_len=settings.sequence_length, seed=settings.seed)
+        params = params or SequenceParams(max_len=settings.sequence_length, seed=settings.seed, num_threads=settings.torch_threads)
         return SequenceRecommender(params).fit(data.sequences, validation=validation, seen=data.seen)
     if name == "popularity":
         from recsys.models.popularity import PopularityRecommender
@@ -309,6 +309,7 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
     from recsys.evaluation.plots import metrics_chart
     from recsys.features.build import feature_paths
     from recsys.fusion.blend import FusionParams, HybridRanker, candidate_features, fill_with_fallback
+    from recsys.fusion.context import add_context_features
     from recsys.fusion.explain import add_reasons
     from recsys.models.base import load_stage
 
@@ -332,7 +333,8 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
         data = stages[stage]
         item_popularity = data.interactions.groupby(ITEM_COL)[USER_COL].nunique()
         user_activity = data.interactions.groupby(USER_COL).size()
-        return candidate_features(_load_candidates(settings, day, stage, sources), item_popularity, user_activity)
+        features = candidate_features(_load_candidates(settings, day, stage, sources), item_popularity, user_activity)
+        return add_context_features(features, data.interactions, data.items)
 
     params = FusionParams(sources=sources, seed=settings.seed)
     ranker = HybridRanker(params).fit(features_for("val"), stages["val"].targets)
@@ -370,6 +372,7 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
         model_dir = out_dir / "models" / HYBRID_NAME
         ranker.save(model_dir)
         tracking.retry_locked(mlflow.log_artifacts, str(model_dir), "recommender")
+        _log_ranker(ranker)
         fusion_run_id = run.info.run_id
     with tracking.child_run(settings, parent_run_id, "popularity", tags={"ds": day.isoformat(), "baseline": "true"}):
         tracking.retry_locked(mlflow.log_params, asdict(popularity_models["test"].params))
@@ -392,6 +395,23 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
     }
 
 
+def _log_ranker(ranker) -> None:
+    """The fusion ranker as an MLflow scikit-learn model whose signature names its feature columns."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from recsys.fusion.blend import feature_columns
+
+    columns = feature_columns(ranker.params.sources)
+    example = pd.DataFrame(np.zeros((1, len(columns)), dtype=np.float32), columns=columns)
+    signature = infer_signature(example, np.zeros(1, dtype=np.int64))
+    tracking.retry_locked(
+        mlflow.sklearn.log_model, ranker.model, name="model", signature=signature, pip_requirements=["scikit-learn"],
+        # We wrote this model ourselves a moment ago: its tree nodes are trusted.
+        skops_trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
+    )
+
+
 def _log_table(table: dict[str, dict[str, float]]) -> None:
     keys = [f"ndcg@{EVAL_K}", f"hr@{EVAL_K}", f"recall@{EVAL_K}", f"map@{EVAL_K}", f"coverage@{EVAL_K}"]
     lines = ["held-out evaluation:", f"{'model':<14}" + "".join(f"{k:>14}" for k in keys)]
@@ -403,6 +423,34 @@ def _log_table(table: dict[str, dict[str, float]]) -> None:
 # ---------------------------------------------------------------------------------------------
 # publish
 # ---------------------------------------------------------------------------------------------
+class QualityGateError(RuntimeError):
+    """The day's hybrid is not good enough to publish; the message names the figures."""
+
+
+def check_quality_gate(settings: Settings, evaluation: dict[str, dict[str, float]]) -> None:
+    """Publish only a hybrid at least as good as popularity and not much worse than the champion."""
+    key = f"ndcg@{EVAL_K}"
+    hybrid, popularity = evaluation[HYBRID_NAME][key], evaluation["popularity"][key]
+    if hybrid < popularity:
+        raise QualityGateError(
+            f"quality gate: hybrid NDCG@{EVAL_K} {hybrid:.4f} is below the popularity baseline's {popularity:.4f} on the "
+            "held-out slice; nothing is published and the previous partitions stay as they are. Inspect the MLflow runs."
+        )
+    champion = tracking.champion_metric(settings)
+    if champion is not None:
+        version, run_id, value = champion
+        floor = value * (1.0 - settings.champion_tolerance)
+        if hybrid < floor:
+            raise QualityGateError(
+                f"quality gate: hybrid NDCG@{EVAL_K} {hybrid:.4f} is more than {settings.champion_tolerance:.0%} below the "
+                f"champion's {value:.4f} (recsys_hybrid version {version}, run {run_id}); nothing is published. "
+                "Raise RECSYS_CHAMPION_TOLERANCE if the data changed on purpose."
+            )
+        log.info("quality gate passed: hybrid %.4f vs popularity %.4f and champion %.4f", hybrid, popularity, value)
+    else:
+        log.info("quality gate passed: hybrid %.4f vs popularity %.4f (no champion yet)", hybrid, popularity)
+
+
 def publish(
     settings: Settings,
     ds: str | date,
@@ -417,6 +465,7 @@ def publish(
     from recsys.warehouse.writer import open_warehouse
 
     day = parse_ds(ds)
+    check_quality_gate(settings, fused["evaluation"])
     recommendations = pd.read_parquet(fused["recommendations_path"])
     recommendations["run_id"] = airflow_run_id
     run_record = {
@@ -433,7 +482,11 @@ def publish(
     with open_warehouse(warehouse_uri) as warehouse:
         warehouse.ensure_schema()
         published = warehouse.publish_partition(day, recommendations, run_record)
-    tracking.log_to_run(settings, parent_run_id, metrics={"published_rows": published}, tags={"warehouse": _redact(warehouse_uri)})
+    champion_version = tracking.promote_champion(settings, fused["mlflow_fusion_run_id"])
+    tracking.log_to_run(
+        settings, parent_run_id, metrics={"published_rows": published},
+        tags={"warehouse": _redact(warehouse_uri), "champion_version": champion_version},
+    )
     tracking.finish_parent_run(settings, parent_run_id)
     summary = {
         "ds": day.isoformat(),

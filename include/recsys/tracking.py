@@ -149,3 +149,41 @@ def finish_parent_run(settings: "Settings", run_id: str, status: str = "FINISHED
 
     configure(settings)
     retry_locked(MlflowClient().set_terminated, run_id, status)
+
+
+# ---------------------------------------------------------------------------------------------
+# model registry: the hybrid under the `champion` alias
+# ---------------------------------------------------------------------------------------------
+REGISTERED_MODEL = "recsys_hybrid"
+CHAMPION_ALIAS = "champion"
+GATE_METRIC = "test_ndcg_at_10"
+
+
+def champion_metric(settings: "Settings", metric: str = GATE_METRIC) -> tuple[str, str, float] | None:
+    """(version, run id, metric value) of the current champion, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    configure(settings)
+    client = MlflowClient()
+    try:
+        version = retry_locked(client.get_model_version_by_alias, REGISTERED_MODEL, CHAMPION_ALIAS)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+            return None
+        raise
+    run = retry_locked(client.get_run, version.run_id)
+    value = run.data.metrics.get(metric)
+    return (version.version, version.run_id, float(value)) if value is not None else None
+
+
+def promote_champion(settings: "Settings", run_id: str, artifact_path: str = "model") -> str:
+    """Register the run's model and point the `champion` alias at it; returns the new version."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    configure(settings)
+    version = retry_locked(mlflow.register_model, f"runs:/{run_id}/{artifact_path}", REGISTERED_MODEL)
+    retry_locked(MlflowClient().set_registered_model_alias, REGISTERED_MODEL, CHAMPION_ALIAS, version.version)
+    log.info("registered %s version %s as %s", REGISTERED_MODEL, version.version, CHAMPION_ALIAS)
+    return str(version.version)

@@ -72,7 +72,20 @@ def top_k_frame(user_ids: np.ndarray, scores: np.ndarray, item_ids: np.ndarray, 
     k_eff = min(k, scores.shape[1])
     if scores.shape[0] == 0 or k_eff == 0:
         return empty_recommendations()
+    item_ids = np.asarray(item_ids)
+    if np.any(np.diff(item_ids) < 0):  # columns in product-id order, so "first tied column" = smallest id
+        by_id = np.argsort(item_ids, kind="stable")
+        scores, item_ids = scores[:, by_id], item_ids[by_id]
     part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    # argpartition picks arbitrarily among items tied with the k-th score; where more items tie at
+    # that boundary than fit, re-select those rows so the smallest product ids win the tie
+    # (a -inf boundary needs nothing: every finite score is already in and -inf is dropped below).
+    kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+    n_at_least = (scores >= kth[:, None]).sum(axis=1)
+    for row in np.flatnonzero((n_at_least > k_eff) & np.isfinite(kth)):
+        above = np.flatnonzero(scores[row] > kth[row])
+        tied = np.flatnonzero(scores[row] == kth[row])[: k_eff - len(above)]
+        part[row] = np.concatenate([above, tied])
     part_scores = np.take_along_axis(scores, part, axis=1)
     # Sort by score, then by item id so ties are broken deterministically.
     order = np.lexsort((item_ids[part], -part_scores), axis=1)

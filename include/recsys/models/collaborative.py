@@ -52,6 +52,8 @@ class ALSRecommender:
         from pyspark.ml.recommendation import ALS
 
         check_columns(interactions, [USER_COL, ITEM_COL, "weight"], "interactions")
+        if seen is not None:
+            check_columns(seen, [USER_COL, ITEM_COL], "seen")
         if interactions.empty:
             raise ValueError("ALSRecommender.fit got no interactions")
         # MLlib wants int32 ids: map to contiguous indices and keep the mapping.
@@ -96,7 +98,7 @@ class ALSRecommender:
         check_k(k)
         if self.user_factors is None:
             raise RuntimeError("ALSRecommender.recommend called before fit")
-        requested = np.asarray(list(user_ids), dtype=np.int64)
+        requested = np.unique(np.asarray(list(user_ids), dtype=np.int64))  # one block per user, sorted by user
         known = np.array([u for u in requested if int(u) in self._user_index], dtype=np.int64)
         if len(known) == 0:
             return empty_recommendations()

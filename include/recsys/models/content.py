@@ -55,6 +55,8 @@ class ContentRecommender:
 
         check_columns(items, [ITEM_COL, "text"], "items")
         check_columns(interactions, [USER_COL, ITEM_COL, "weight"], "interactions")
+        if seen is not None:
+            check_columns(seen, [USER_COL, ITEM_COL], "seen")
         items = items.drop_duplicates(ITEM_COL).sort_values(ITEM_COL)
         p = self.params
         self.vectorizer = TfidfVectorizer(
@@ -91,7 +93,7 @@ class ContentRecommender:
         check_k(k)
         if self.user_profiles is None:
             raise RuntimeError("ContentRecommender.recommend called before fit")
-        requested = np.asarray(list(user_ids), dtype=np.int64)
+        requested = np.unique(np.asarray(list(user_ids), dtype=np.int64))  # one block per user, sorted by user
         known = np.array([u for u in requested if int(u) in self._user_index], dtype=np.int64)
         if len(known) == 0:
             return empty_recommendations()

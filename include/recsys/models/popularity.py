@@ -35,6 +35,8 @@ class PopularityRecommender:
 
     def fit(self, interactions: pd.DataFrame, seen: pd.DataFrame | None = None) -> "PopularityRecommender":
         check_columns(interactions, [USER_COL, ITEM_COL, "weight"], "interactions")
+        if seen is not None:
+            check_columns(seen, [USER_COL, ITEM_COL], "seen")
         if self.params.measure == "users":
             popularity = interactions.groupby(ITEM_COL)[USER_COL].nunique()
         elif self.params.measure == "weight":
@@ -59,7 +61,7 @@ class PopularityRecommender:
         check_k(k)
         if self.item_ids is None:
             raise RuntimeError("PopularityRecommender.recommend called before fit")
-        user_ids = np.asarray(list(user_ids), dtype=np.int64)
+        user_ids = np.unique(np.asarray(list(user_ids), dtype=np.int64))  # one block per user, sorted by user
         if len(user_ids) == 0:
             return empty_recommendations()
         frames = []

@@ -7,7 +7,8 @@ Two levels:
 * row level (:data:`ROW_RULES`): each rule is one Great Expectations expectation *and* the Spark
   expression of the same rule. GX validates the typed day; the Spark expression routes each failing
   row to the quarantine with the names of the rules it broke. The two must agree on every rule's
-  count, and raw rows must equal clean rows plus quarantined rows, or the run stops.
+  count (``duplicate_event`` by a bound, see :func:`_duplicate_counts_agree`), and raw rows must
+  equal clean rows plus quarantined rows, or the run stops.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -30,10 +32,19 @@ log = logging.getLogger(__name__)
 RAW_FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 FAILED_RULES_COL = "failed_rules"
 SOURCE_FILE_COL = "source_file"
+#: Spark's PERMISSIVE CSV parser puts the whole line here when it has too many or too few fields.
+CORRUPT_RECORD_COL = "_corrupt_record"
+#: Quarantine column with the whole line as it arrived, for malformed lines (empty otherwise).
+RAW_LINE_COL = "raw_line"
+#: 1 for the first copy of an event, 2, 3, ... for exact duplicates of it.
+COPY_NUMBER_COL = "_copy_number"
+#: Whole numbers up to here are exact as doubles; beyond, "1e3"-style input would lose digits.
+MAX_EXACT_DOUBLE = float(2**53)
 MAX_PRICE = 1_000_000.0
 TIMESTAMP_FORMATS = (
     "yyyy-MM-dd HH:mm:ss 'UTC'",
-    "yyyy-MM-dd HH:mm:ss",
+    # Fractional seconds are optional: a Parquet timestamp cast to text carries them.
+    "yyyy-MM-dd HH:mm:ss[.SSSSSS]",
     "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS]XXX",
     "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS]",
 )
@@ -52,6 +63,20 @@ class RowRule:
     description: str
     expectation: Callable[[date], object]
     violates: Callable[[date], "Column"]
+    #: How GX's unexpected count must relate to the Spark count: equal, unless the rule says otherwise.
+    counts_agree: Callable[[int, int], bool] = lambda gx_count, spark_count: gx_count == spark_count
+
+
+def _duplicate_counts_agree(gx_count: int, spark_count: int) -> bool:
+    """GX flags *every* copy of a duplicated event; the quarantine takes only the 2nd+ copies.
+
+    GX has no expectation for "all but the first copy", so the counts cannot be equal. For groups of
+    n >= 2 identical rows, GX counts sum(n) and Spark sum(n - 1): with g = number of groups,
+    GX - Spark = g and 1 <= g <= Spark, so both are zero together, or Spark < GX <= 2 * Spark.
+    """
+    if spark_count == 0:
+        return gx_count == 0
+    return spark_count < gx_count <= 2 * spark_count
 
 
 def _rules() -> tuple[RowRule, ...]:
@@ -72,6 +97,13 @@ def _rules() -> tuple[RowRule, ...]:
         )
 
     return (
+        RowRule(
+            name="malformed_line",
+            column=CORRUPT_RECORD_COL,
+            description="each line must have exactly one field per header column (a wrong count is never truncated)",
+            expectation=lambda ds: gxe.ExpectColumnValuesToBeNull(column=CORRUPT_RECORD_COL),
+            violates=lambda ds: F.col(CORRUPT_RECORD_COL).isNotNull(),
+        ),
         RowRule(
             name="event_time_parseable",
             column="event_time",
@@ -126,6 +158,14 @@ def _rules() -> tuple[RowRule, ...]:
             expectation=lambda ds: gxe.ExpectColumnValuesToNotBeNull(column="_category_id_ok"),
             violates=lambda ds: F.col("_category_id_ok").isNull(),
         ),
+        RowRule(
+            name="duplicate_event",
+            column=", ".join(RAW_COLUMNS),
+            description="an exact duplicate of an earlier event (same value in every contract column); the first copy is kept",
+            expectation=lambda ds: gxe.ExpectCompoundColumnsToBeUnique(column_list=list(RAW_COLUMNS), ignore_row_if="never"),
+            violates=lambda ds: F.col(COPY_NUMBER_COL) > 1,
+            counts_agree=_duplicate_counts_agree,
+        ),
     )
 
 
@@ -157,21 +197,44 @@ def _header_of(path: Path) -> list[str]:
     if path.name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(path).names)
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a broken file
+            raise DataQualityError(f"{path}: not a readable Parquet file ({exc}). Re-land the file.") from exc
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
+        # utf-8-sig: a byte-order mark (Excel exports) must not hide the first column's name.
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
             first_line = handle.readline()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataQualityError(f"{path}: cannot be read ({exc}). Re-land the file.") from exc
     return [name.strip().strip('"') for name in first_line.rstrip("\r\n").split(",")] if first_line else []
+
+
+def _check_gzip(path: Path) -> None:
+    """Read a .gz file to its end: a truncated or corrupt archive is found here, not as a Java stack trace."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataQualityError(
+            f"{path}: the gzip archive is truncated or corrupt ({exc}) (rule: gzip_complete). "
+            "Re-land the file: copy or download it again and check it with `gzip -t`."
+        ) from exc
 
 
 def check_files(files: list[Path]) -> None:
     """File-level rule: every file carries all the contract's columns (extra columns are tolerated)."""
     problems = []
     for path in files:
-        header = _header_of(path)
+        try:
+            header = _header_of(path)
+            if path.name.endswith(".gz"):
+                _check_gzip(path)
+        except DataQualityError as exc:
+            problems.append(str(exc))
+            continue
         if not header or header == [""]:
             problems.append(f"{path}: empty file (no header line)")
             continue
@@ -181,6 +244,10 @@ def check_files(files: list[Path]) -> None:
             problems.append(
                 f"{path}: missing column(s) {', '.join(missing)} (rule: columns_present; found {header}).{delimiter_hint}"
             )
+            continue
+        repeated = sorted({column for column in header if header.count(column) > 1})
+        if repeated:
+            problems.append(f"{path}: column(s) {', '.join(repeated)} appear more than once (rule: columns_unique).")
     if problems:
         raise DataQualityError(
             "raw events fail the file-level checks:\n  "
@@ -198,24 +265,35 @@ def read_raw_day(spark: "SparkSession", files: list[Path]) -> "DataFrame":
     from pyspark.sql.types import StringType, StructField, StructType
 
     frames = []
-    csv_files = [str(p) for p in files if not p.name.endswith(".parquet")]
-    parquet_files = [str(p) for p in files if p.name.endswith(".parquet")]
-    if csv_files:
-        schema = StructType([StructField(c, StringType()) for c in RAW_COLUMNS])
+    # Columns are matched by name, so files may order them differently or carry extra ones. Each
+    # group of files with the same header is read with that header as its schema (all strings)
+    # plus the corrupt-record column: a line with too many or too few fields is kept and flagged,
+    # never silently truncated or padded.
+    csv_by_header: dict[tuple[str, ...], list[str]] = {}
+    for path in files:
+        if not path.name.endswith(".parquet"):
+            csv_by_header.setdefault(tuple(_header_of(path)), []).append(str(path))
+    for header, csv_files in csv_by_header.items():
+        schema = StructType([StructField(c, StringType()) for c in header] + [StructField(CORRUPT_RECORD_COL, StringType())])
         frames.append(
             spark.read.option("header", True)
             .option("mode", "PERMISSIVE")
-            .option("enforceSchema", False)
+            .option("columnNameOfCorruptRecord", CORRUPT_RECORD_COL)
+            # Without this, a query that does not read every column parses only the columns it
+            # needs and no longer sees a wrong field count.
+            .option("columnPruning", False)
             .schema(schema)
             .csv(csv_files)
+            .select(*RAW_COLUMNS, CORRUPT_RECORD_COL)
             .withColumn(SOURCE_FILE_COL, F.input_file_name())
         )
+    parquet_files = [str(p) for p in files if p.name.endswith(".parquet")]
     if parquet_files:
         pq = spark.read.parquet(*parquet_files)
         frames.append(
-            pq.select(*[F.col(c).cast("string").alias(c) for c in RAW_COLUMNS]).withColumn(
-                SOURCE_FILE_COL, F.input_file_name()
-            )
+            pq.select(
+                *[F.col(c).cast("string").alias(c) for c in RAW_COLUMNS], F.lit(None).cast("string").alias(CORRUPT_RECORD_COL)
+            ).withColumn(SOURCE_FILE_COL, F.input_file_name())
         )
     raw = frames[0]
     for frame in frames[1:]:
@@ -224,7 +302,12 @@ def read_raw_day(spark: "SparkSession", files: list[Path]) -> "DataFrame":
 
 
 def typed_events(raw: "DataFrame") -> "DataFrame":
-    """Parse the string columns into the contract's types; unparseable values become null (never an error)."""
+    """Parse the string columns into the contract's types; unparseable values become null (never an error).
+
+    Also numbers each copy of an exact duplicate event (``_copy_number``; same typed value in every
+    contract column, as :func:`recsys.features.transforms.deduplicate` sees it).
+    """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     def parse_time(column: str) -> "Column":
@@ -232,12 +315,18 @@ def typed_events(raw: "DataFrame") -> "DataFrame":
         return F.coalesce(*[F.try_to_timestamp(text, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS])
 
     def parse_whole_number(column: str) -> "Column":
-        # "123.0" is a whole number written as a float (a common export artefact): accept it.
-        as_double = F.trim(F.col(column)).try_cast("double")
-        return F.when(as_double == F.floor(as_double), as_double.try_cast("long"))
+        # "123.0" is a whole number written as a float (a common export artefact): accept it. Digits
+        # are parsed as text first: REES46 category ids (~2e18) do not survive a trip through double.
+        text = F.trim(F.col(column))
+        exact = F.when(text.rlike(r"^[+-]?[0-9]+(\.0*)?$"), F.regexp_extract(text, r"^([+-]?[0-9]+)", 1).try_cast("long"))
+        as_double = text.try_cast("double")
+        other = F.when(
+            (F.abs(as_double) <= F.lit(MAX_EXACT_DOUBLE)) & (as_double == F.floor(as_double)), as_double.try_cast("long")
+        )
+        return F.coalesce(exact, other)
 
     category_raw = F.trim(F.col("category_id"))
-    return raw.select(
+    typed = raw.select(
         parse_time("event_time").alias("event_time"),
         F.lower(F.trim(F.col("event_type"))).alias("event_type"),
         parse_whole_number("product_id").alias("product_id"),
@@ -250,9 +339,20 @@ def typed_events(raw: "DataFrame") -> "DataFrame":
         # A sentinel so "category_id given but not a number" is a not-null expectation in GX.
         F.when(category_raw.isNull() | (category_raw == "") | parse_whole_number("category_id").isNotNull(), F.lit(1))
         .alias("_category_id_ok"),
+        F.col(CORRUPT_RECORD_COL),
         *[F.col(c).alias(f"_raw_{c}") for c in RAW_COLUMNS],
         F.col(SOURCE_FILE_COL),
     )
+    # The copy kept first is one that can pass the other rules (a well-formed line, a category_id
+    # that parsed), so a good event is never quarantined for duplicating a broken line. Among equals,
+    # the order only decides which raw text and source file the quarantine shows.
+    copies = Window.partitionBy(*RAW_COLUMNS).orderBy(
+        F.col(CORRUPT_RECORD_COL).asc_nulls_first(),
+        F.col("_category_id_ok").asc_nulls_last(),
+        SOURCE_FILE_COL,
+        *[f"_raw_{c}" for c in RAW_COLUMNS],
+    )
+    return typed.withColumn(COPY_NUMBER_COL, F.row_number().over(copies))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,9 +458,18 @@ def validate_day(
     check_files(files)
     log.info("validating %d file(s) for ds=%s", len(files), ds)
 
-    raw = read_raw_day(spark, files)
-    typed = typed_events(raw).persist()
-    raw_rows = typed.count()
+    typed = None
+    try:
+        typed = typed_events(read_raw_day(spark, files)).persist()
+        raw_rows = typed.count()
+    except Exception as exc:  # noqa: BLE001 - py4j/Spark errors: report the files, not a stack trace
+        if typed is not None:
+            typed.unpersist()
+        first_line = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise DataQualityError(
+            f"ds={ds}: Spark could not read the day's files ({', '.join(str(f) for f in files)}): {first_line[:500]}. "
+            "Check or re-land the files."
+        ) from exc
     if raw_rows == 0:
         raise DataQualityError(
             f"ds={ds}: the raw files hold a header but no events ({', '.join(str(f) for f in files)}). "
@@ -379,7 +488,11 @@ def validate_day(
             flagged.agg(*[F.sum(rule.violates(ds).cast("int")) for rule in rules]).first(),
         )
     }
-    disagreements = {name: (gx_counts[name], spark_counts[name]) for name in spark_counts if gx_counts[name] != spark_counts[name]}
+    disagreements = {
+        rule.name: (gx_counts[rule.name], spark_counts[rule.name])
+        for rule in rules
+        if not rule.counts_agree(gx_counts[rule.name], spark_counts[rule.name])
+    }
     if disagreements:
         raise DataQualityError(
             f"ds={ds}: Great Expectations and the quarantine split disagree on rule counts (gx, spark): {disagreements}"
@@ -390,7 +503,12 @@ def validate_day(
     quarantine_path = Path(quarantine_dir) / f"ds={ds.isoformat()}"
     # The quarantine keeps the raw text of each bad row exactly as it arrived, plus why and from where.
     (
-        bad.select(*[F.col(f"_raw_{c}").alias(c) for c in RAW_COLUMNS], FAILED_RULES_COL, SOURCE_FILE_COL)
+        bad.select(
+            *[F.col(f"_raw_{c}").alias(c) for c in RAW_COLUMNS],
+            FAILED_RULES_COL,
+            SOURCE_FILE_COL,
+            F.col(CORRUPT_RECORD_COL).alias(RAW_LINE_COL),
+        )
         .coalesce(1)
         .write.mode("overwrite")
         .option("header", True)
