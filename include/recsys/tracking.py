@@ -174,7 +174,7 @@ def champion_metric(settings: "Settings", metric: str = GATE_METRIC) -> tuple[st
         raise
     run = retry_locked(client.get_run, version.run_id)
     value = run.data.metrics.get(metric)
-    return (version.version, version.run_id, float(value)) if value is not None else None
+    return (str(version.version), version.run_id, float(value)) if value is not None else None
 
 
 def promote_champion(settings: "Settings", run_id: str, artifact_path: str = "model") -> str:

@@ -125,6 +125,13 @@ def test_mlflow_has_parent_and_child_runs(dag_run):
     assert len(history) >= 1  # per-epoch training curve
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(parent["run_id"])}
     assert "model_comparison.png" in artifacts
+    # The published hybrid became the registry's champion.
+    from recsys import tracking
+
+    _, champion_run, champion_ndcg = tracking.champion_metric(settings)
+    hybrid = children[children["tags.model"] == "hybrid"].iloc[0]
+    assert champion_run == hybrid["run_id"]
+    assert champion_ndcg == pytest.approx(hybrid["metrics.test_ndcg_at_10"])
 
 
 def test_rerun_of_same_day_replaces_the_partition(dag_run):
