@@ -105,6 +105,10 @@ def build_features(settings: Settings, ds: str | date, parent_run_id: str | None
     day = parse_ds(ds)
     spark = get_spark(settings, app_name=f"build_features {day}")
     summary = build(spark, settings, day)
+    from recsys.quality.features import check_features
+
+    # Feature-level GX expectations: FeatureQualityError stops the run before any model trains on bad tables.
+    summary["feature_expectations_passed"] = len(check_features(Path(summary["root"]), settings))
     if parent_run_id:
         tracking.log_to_run(
             settings,
