@@ -67,3 +67,15 @@ test-fast: install
 
 clean:
 	rm -rf $(RECSYS_DATA_DIR) $(AIRFLOW_HOME)
+
+# Model benchmarks: Spark MLlib ALS vs implicit (time, NDCG@10) and LSTM throughput vs catalog size.
+# Prints a table and writes bench/results/models.json; pass sizes with e.g. BENCH_ARGS="--users 4000 --days 14".
+BENCH_ARGS ?=
+.PHONY: bench-models
+bench-models: install
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt -c constraints.txt
+	$(BIN)/python bench/models.py $(BENCH_ARGS)
+
+.PHONY: bench-features
+bench-features: install  ## feature build at 1M and 10M events: full, incremental, DuckDB reference (several minutes)
+	$(BIN)/python bench/features.py

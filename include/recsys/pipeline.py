@@ -62,17 +62,19 @@ def validate_raw(settings: Settings, ds: str | date, dag_id: str, airflow_run_id
         quarantine_dir=settings.quarantine_dir,
         reports_dir=settings.data_dir / "quality" / "reports",
         max_quarantine_fraction=settings.quarantine_max_fraction,
-        docs_dir=settings.data_dir / "quality",
     )
     # History days of the window that landed but were never validated (first run, late files) are
-    # validated once here; a bad history day is left out with a warning instead of blocking today.
-    for pending in _unvalidated_history(settings, day):
+    # validated once here, without rebuilding Data Docs for each; a bad history day is left out with
+    # a warning instead of blocking today.
+    pending_days = _unvalidated_history(settings, day)
+    for number, pending in enumerate(pending_days, start=1):
+        log.info("validating history day %s (%d of %d not yet validated)", pending, number, len(pending_days))
         try:
             validate(pending)
         except DataQualityError as exc:
             log.warning("history day %s left out of the window: %s", pending, exc)
     try:
-        report = validate(day)
+        report = validate(day, docs_dir=settings.data_dir / "quality")
     except DataQualityError as exc:
         tracking.log_to_run(settings, parent_run_id, tags={"failed_step": "validate_raw", "failure": str(exc)[:4000]})
         tracking.finish_parent_run(settings, parent_run_id, "FAILED")
