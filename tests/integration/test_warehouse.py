@@ -470,3 +470,283 @@ def test_context_manager_closes_the_connection(backend: Backend):
     with pytest.raises(Exception, match="(?i)closed"):
         warehouse.read_runs()
     warehouse.close()  # closing twice is harmless (the fixture closes it again too)
+
+
+# --------------------------------------------------------------------------- fast paths (partitions, CSV COPY)
+
+
+def duplicate_keys(query, schema: str) -> list[tuple]:
+    return query(
+        f"SELECT ds, user_id, rank, count(*) FROM {schema}.{RECOMMENDATIONS_TABLE} GROUP BY ds, user_id, rank HAVING count(*) > 1",
+        [],
+    )
+
+
+def test_awkward_text_and_full_precision_doubles_survive_the_round_trip(backend: Backend):
+    # PostgreSQL receives these as CSV written by pyarrow: quoting, empty vs null and float formatting must be exact.
+    texts = ["", 'say "hi", then\nleave', "back\\slash\t tab", "\\.", "ünïcödé ✓", "NULL", None, "a,b,c"]
+    scores = [0.1 + 0.2, 5e-324, 1.7976931348623157e308, float("inf"), float("-inf"), np.nan, 1 / 3, -2.5e-10]
+    frame = pd.DataFrame(
+        {
+            "user_id": np.arange(1, len(texts) + 1, dtype=np.int64) * 10**15,
+            "rank": 1,
+            "product_id": np.arange(len(texts), dtype=np.int64) - 2**62,
+            "score": scores,
+            "sources": pd.Series(texts, dtype="string"),  # pandas' string dtype (pd.NA) as well as object
+            "reason": pd.Series(texts[::-1], dtype=object),
+            "run_id": texts[3],
+        }
+    )
+    warehouse = backend.open()
+    warehouse.publish_partition(DAY_1, frame, run_record())
+
+    read_back = warehouse.read_partition(DAY_1)
+    expected = frame.astype({"sources": object})
+    expected["sources"] = expected["sources"].where(expected["sources"].notna(), None)
+    pd.testing.assert_frame_equal(read_back, expected, check_exact=True)
+    assert read_back["sources"].tolist()[0] == "" and read_back["sources"].tolist()[6] is None
+
+
+def test_concurrent_publishes_of_the_same_day_leave_exactly_one_of_them(backend: Backend):
+    frames = [make_recommendations(60, 5, seed=30, run_id="one"), make_recommendations(45, 4, seed=31, run_id="two")]
+    warehouses = [backend.open() for _ in frames]
+    start = threading.Barrier(2, timeout=10)
+
+    def publish(index: int) -> int:
+        start.wait()
+        return warehouses[index].publish_partition(DAY_1, frames[index], run_record(f"run-{index}"))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert sorted(pool.map(publish, range(2))) == [180, 300]
+
+    reader = backend.open()
+    read_back = reader.read_partition(DAY_1)
+    winner = 0 if read_back["run_id"].iloc[0] == "one" else 1
+    pd.testing.assert_frame_equal(read_back, sorted_frame(frames[winner]))
+    assert reader.read_runs()["airflow_run_id"].tolist() == [f"run-{winner}"]
+    assert duplicate_keys(backend.raw_query(), backend.schema) == []
+
+
+def test_reruns_keep_every_key_unique(backend: Backend):
+    # DuckDB has no index on the table: uniqueness rests on validation plus whole-day replacement.
+    warehouse = backend.open()
+    for seed in range(3):
+        warehouse.publish_partition(DAY_1, make_recommendations(30, 6, seed=40 + seed), run_record())
+        warehouse.publish_partition(DAY_2, make_recommendations(20, 6, seed=50 + seed), run_record())
+    query = backend.raw_query()
+    assert duplicate_keys(query, backend.schema) == []
+    assert count_rows(query, backend.schema, DAY_1) == 180 and count_rows(query, backend.schema, DAY_2) == 120
+
+
+def partitions(query, schema: str) -> list[str]:
+    return [
+        name
+        for (name,) in query(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = %s::regclass ORDER BY c.relname",
+            [f"{schema}.{RECOMMENDATIONS_TABLE}"],
+        )
+    ]
+
+
+def schema_tables(query, schema: str) -> list[str]:
+    return [
+        name
+        for (name,) in query("SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY table_name", [schema])
+    ]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_postgres_each_day_is_a_partition_and_a_rerun_exchanges_it(backend: Backend):
+    import psycopg
+
+    warehouse = backend.open()
+    query = backend.raw_query()
+    warehouse.publish_partition(DAY_1, make_recommendations(4, 3, seed=60), run_record())
+    warehouse.publish_partition(DAY_2, make_recommendations(3, 3, seed=61), run_record())
+    first_oid = query("SELECT %s::regclass::oid", [f"{backend.schema}.recommendations_p20240301"])[0][0]
+
+    rerun = make_recommendations(5, 2, seed=62, run_id="rerun")
+    with pytest.raises(InjectedFailure):
+        warehouse.publish_partition(DAY_1, rerun, run_record(), _before_swap=fail_before_swap)
+    warehouse.publish_partition(DAY_1, rerun, run_record())
+
+    assert partitions(query, backend.schema) == ["recommendations_p20240301", "recommendations_p20240302"]
+    assert query("SELECT %s::regclass::oid", [f"{backend.schema}.recommendations_p20240301"])[0][0] != first_oid
+    # No load table survives, neither from the failed publish nor from the successful ones.
+    assert schema_tables(query, backend.schema) == sorted(
+        [LATEST_VIEW, RECOMMENDATIONS_TABLE, RUNS_TABLE, "recommendations_p20240301", "recommendations_p20240302"]
+    )
+    pd.testing.assert_frame_equal(warehouse.read_partition(DAY_1), sorted_frame(rerun))
+    # Each partition carries its part of the parent's primary key: a duplicate is refused, by the parent too.
+    indexes = query(
+        "SELECT c.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid "
+        "WHERE c.relnamespace = %s::regnamespace AND x.indisunique ORDER BY 1",
+        [backend.schema],
+    )
+    assert [(name, "(ds, user_id, rank)" in definition) for name, definition in indexes if name.startswith("recommendations")] == [
+        ("recommendations", True),
+        ("recommendations_p20240301", True),
+        ("recommendations_p20240302", True),
+    ]
+    row = sorted_frame(rerun).iloc[0]
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        query(
+            f"INSERT INTO {backend.schema}.{RECOMMENDATIONS_TABLE} (ds, user_id, rank, product_id) VALUES (%s, %s, %s, 1)",
+            [DAY_1, int(row["user_id"]), int(row["rank"])],
+        )
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_postgres_concurrent_reruns_of_different_days_both_land(backend: Backend):
+    # Reruns DETACH the old partition (ACCESS EXCLUSIVE on the parent for the final moment): two at once must
+    # queue, not deadlock, and both days must end up replaced.
+    first = backend.open()
+    for day, seed in ((DAY_1, 70), (DAY_2, 71)):
+        first.publish_partition(day, make_recommendations(10, 3, seed=seed, run_id="old"), run_record())
+    frames = {DAY_1: make_recommendations(30, 4, seed=72, run_id="new-1"), DAY_2: make_recommendations(20, 4, seed=73, run_id="new-2")}
+    warehouses = {day: backend.open() for day in frames}
+    both_loaded = threading.Barrier(2, timeout=10)
+
+    def publish(day: dt.date) -> int:
+        return warehouses[day].publish_partition(day, frames[day], run_record(f"rerun-{day}"), _before_swap=both_loaded.wait)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert list(pool.map(publish, frames)) == [120, 80]
+    for day, frame in frames.items():
+        pd.testing.assert_frame_equal(first.read_partition(day), sorted_frame(frame))
+    assert partitions(backend.raw_query(), backend.schema) == ["recommendations_p20240301", "recommendations_p20240302"]
+
+
+# ---------------------------------------------------------------------- migration of tables of older releases
+
+OLD_RECOMMENDATIONS_DDL = """
+    CREATE TABLE {schema}.recommendations (
+        ds DATE NOT NULL, user_id BIGINT NOT NULL, rank INTEGER NOT NULL CHECK (rank >= 1), product_id BIGINT NOT NULL,
+        score {double}, sources TEXT, reason TEXT, run_id TEXT,
+        PRIMARY KEY (ds, user_id, rank)
+    )
+"""
+
+
+def test_ensure_schema_migrates_the_old_primary_key_table(backend: Backend):
+    # Warehouses created before this release have a plain recommendations table with PRIMARY KEY (ds, user_id, rank).
+    schema = f"recsys_old_{uuid.uuid4().hex[:8]}"
+    query = backend.raw_query()
+    double = "DOUBLE" if backend.name == "duckdb" else "DOUBLE PRECISION"
+    query(f"CREATE SCHEMA {schema}", [])
+    old = Backend(backend.name, backend.uri, schema)
+    try:
+        query(OLD_RECOMMENDATIONS_DDL.format(schema=schema, double=double), [])
+        query(f"CREATE VIEW {schema}.{LATEST_VIEW} AS SELECT * FROM {schema}.recommendations WHERE ds = (SELECT max(ds) FROM {schema}.recommendations)", [])
+        days = {DAY_1: make_recommendations(4, 3, seed=80, run_id="old-1"), DAY_2: make_recommendations(3, 2, seed=81, run_id="old-2")}
+        for day, frame in days.items():
+            for row in frame.itertuples(index=False):
+                query(
+                    f"INSERT INTO {schema}.recommendations VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    [day, int(row.user_id), int(row.rank), int(row.product_id), float(row.score), row.sources, row.reason, row.run_id],
+                )
+
+        warehouse = old.open()
+        warehouse.ensure_schema()
+        warehouse.ensure_schema()  # and idempotent afterwards
+
+        for day, frame in days.items():
+            pd.testing.assert_frame_equal(warehouse.read_partition(day), sorted_frame(frame))
+        latest = query(f"SELECT DISTINCT ds FROM {schema}.{LATEST_VIEW}", [])
+        assert latest == [(DAY_2,)]
+        if backend.name == "duckdb":
+            keys = query(
+                "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = %s AND table_name = %s "
+                "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
+                [schema, RECOMMENDATIONS_TABLE],
+            )
+            assert keys == [(0,)]
+        else:
+            assert query("SELECT relkind FROM pg_class WHERE oid = %s::regclass", [f"{schema}.recommendations"]) == [("p",)]
+            assert partitions(query, schema) == ["recommendations_p20240301", "recommendations_p20240302"]
+        assert sorted(schema_tables(query, schema)) == sorted(
+            [LATEST_VIEW, RECOMMENDATIONS_TABLE, RUNS_TABLE]
+            + (["recommendations_p20240301", "recommendations_p20240302"] if backend.name == "postgresql" else [])
+        )
+        rerun = make_recommendations(5, 2, seed=82, run_id="rerun")
+        warehouse.publish_partition(DAY_1, rerun, run_record())
+        pd.testing.assert_frame_equal(warehouse.read_partition(DAY_1), sorted_frame(rerun))
+        pd.testing.assert_frame_equal(warehouse.read_partition(DAY_2), sorted_frame(days[DAY_2]))
+    finally:
+        for closable in old.opened:
+            closable.close()
+        query(f"DROP SCHEMA IF EXISTS {schema} CASCADE", [])
+
+
+# ----------------------------------------------------------------------------- vectorised key checks vs pandas
+
+
+def pandas_key_violations(frame: pd.DataFrame) -> tuple[int, int, int]:
+    """The pandas formulation the numpy checks replaced (slow on millions of rows, obviously right)."""
+    ranks = int(frame.duplicated(["user_id", "rank"], keep=False).sum())
+    items = int(frame.duplicated(["user_id", "product_id"], keep=False).sum())
+    by_user = frame.groupby("user_id")["rank"]
+    contiguous = (by_user.transform("min") == 1) & (by_user.transform("max") == by_user.transform("size"))
+    return ranks, items, int((~contiguous).sum())
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_vectorised_key_checks_match_pandas(seed: int):
+    from recsys.warehouse.writer import _key_violations
+
+    rng = np.random.default_rng(seed)
+    users = rng.integers(1, 40)
+    sizes = rng.integers(1, 8, size=users)
+    frame = pd.DataFrame(
+        {
+            "user_id": np.repeat(rng.choice(10**6, size=users, replace=False) - 500_000, sizes),
+            "rank": np.concatenate([np.arange(1, size + 1) for size in sizes]),
+            "product_id": rng.integers(0, 60, size=sizes.sum()),
+        }
+    )
+    if seed % 3 == 0:  # product ids too far apart to pack with the user index into one int64: the lexsort path
+        frame["product_id"] = frame["product_id"] * (2**56) - 2**62
+    broken = rng.choice(len(frame), size=rng.integers(0, 4), replace=False)
+    frame.loc[broken, "rank"] = rng.integers(0, 9, size=len(broken))  # repeats, gaps, ranks starting at 0
+    if seed % 2:
+        frame = frame.sample(frac=1.0, random_state=seed)  # unsorted input: the lexsort path
+    arrays = [frame[column].to_numpy(dtype=np.int64) for column in ("user_id", "rank", "product_id")]
+    assert _key_violations(*arrays) == pandas_key_violations(frame)
+
+
+def test_invalid_shuffled_frame_is_rejected_with_row_counts(backend: Backend):
+    frame = make_recommendations(n_users=20, k=5, seed=90)  # shuffled rows
+    frame.loc[frame.index[frame["user_id"] == 3000], "rank"] += 1  # user 3000's ranks are 2..6
+    with pytest.raises(ValueError, match=r"5 row\(s\) belong to users whose ranks are not exactly 1..n"):
+        backend.open().publish_partition(DAY_1, frame, run_record())
+
+
+def test_unsigned_ids_beyond_bigint_are_rejected(backend: Backend):
+    frame = bad_frame(lambda f: f.astype({"product_id": "uint64"}))
+    frame.loc[0, "product_id"] = np.uint64(2**63)
+    with pytest.raises(ValueError, match="'product_id' has values above the BIGINT maximum"):
+        backend.open().publish_partition(DAY_1, frame, run_record())
+
+
+def test_bad_text_deep_in_a_large_frame_is_rejected_and_nothing_is_written(backend: Backend):
+    # Text is checked while converting to Arrow; for PostgreSQL that happens chunk by chunk during the COPY,
+    # so a bad value past the first chunk (65,536 rows) aborts a COPY already under way.
+    warehouse = backend.open()
+    old = make_recommendations(n_users=3, k=3, seed=91, run_id="old")
+    warehouse.publish_partition(DAY_1, old, run_record("old-run"))
+    frame = sorted_frame(make_recommendations(n_users=7000, k=10, seed=92))
+    frame.loc[69_999, "reason"] = 12345
+    with pytest.raises(ValueError, match="'reason' must hold strings or nulls, found mixed-integer values"):
+        warehouse.publish_partition(DAY_1, frame, run_record("new-run"))
+    pd.testing.assert_frame_equal(warehouse.read_partition(DAY_1), sorted_frame(old))
+    assert warehouse.read_runs()["airflow_run_id"].tolist() == ["old-run"]
+    expected = [LATEST_VIEW, RECOMMENDATIONS_TABLE, RUNS_TABLE] + (["recommendations_p20240301"] if backend.name == "postgresql" else [])
+    assert schema_tables(backend.raw_query(), backend.schema) == sorted(expected)
+
+
+def test_utf8_bytes_are_stored_as_text(backend: Backend):
+    frame = bad_frame(lambda f: f.assign(reason=[b"caf\xc3\xa9"] * 9))
+    warehouse = backend.open()
+    warehouse.publish_partition(DAY_1, frame, run_record())
+    assert warehouse.read_partition(DAY_1)["reason"].tolist() == ["café"] * 9

@@ -1,22 +1,32 @@
 """Publishes one day of recommendations (and its run record) to the warehouse atomically, in DuckDB or PostgreSQL.
 
-A publish validates the frame, bulk-loads it into a connection-private staging table, then swaps the day's
-partition in a single transaction, so readers see either the old day or the new one, never a mix.
+A publish validates the frame (vectorised numpy checks), bulk-loads it and swaps the day's partition in a
+single transaction, so readers see either the old day or the new one, never a mix:
+
+* DuckDB: the frame, converted to Arrow, is registered on the connection (a private staging view) and
+  ``DELETE`` day + ``INSERT … SELECT`` run in one transaction. The table has no index (see
+  ``recsys.warehouse.schema``); uniqueness comes from validation plus whole-day replacement.
+* PostgreSQL: partition exchange. The rows are COPYed (CSV written by pyarrow in large chunks, see
+  ``copy_csv``) into a fresh table of the day with a ``CHECK (ds = day)``, its primary key is built in
+  one sort, and the table is swapped in for the day's partition (DETACH + DROP the old one, ATTACH the
+  new one). All of it is one transaction: a failure leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 import numbers
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recsys.warehouse.schema import (
@@ -24,11 +34,14 @@ from recsys.warehouse.schema import (
     RECOMMENDATION_COLUMNS,
     RECOMMENDATION_FRAME_COLUMNS,
     RECOMMENDATION_KEY_COLUMNS,
+    RECOMMENDATION_UNIQUE_KEY,
     RECOMMENDATIONS_TABLE,
     RUN_COLUMNS,
     RUN_RECORD_KEYS,
     RUNS_TABLE,
+    partition_name,
     reader_role_ddl,
+    recommendation_columns_ddl,
     schema_ddl,
     validate_schema_name,
 )
@@ -39,6 +52,7 @@ __all__ = [
     "PostgresWarehouse",
     "open_warehouse",
     "validate_recommendations",
+    "copy_csv",
     "SUPPORTED_SCHEMES",
 ]
 
@@ -47,6 +61,9 @@ logger = logging.getLogger(__name__)
 SUPPORTED_SCHEMES = ("duckdb", "postgresql", "postgres")
 _TEXT_COLUMNS = ("sources", "reason", "run_id")
 _COUNT_KEYS = ("raw_rows", "clean_rows", "quarantined_rows", "users", "items", "published_rows")
+_INT64_MAX = np.iinfo(np.int64).max
+#: Rows per CSV chunk handed to COPY (about 5 MB of text for a typical recommendation row).
+COPY_CHUNK_ROWS = 65_536
 
 BeforeSwapHook = Callable[[], None]
 
@@ -73,12 +90,27 @@ def validate_recommendations(recommendations: pd.DataFrame, ds: dt.date | str) -
 
     Rules (each failure is a ValueError naming the rule and the number of offending rows): columns
     user_id, rank, product_id, score, sources, reason, run_id present; at least one row; no null in
-    user_id, rank, product_id, which are integer columns; (user_id, rank) and (user_id, product_id)
-    unique; each user's ranks exactly 1..n; score numeric; sources, reason, run_id text or null; a ds
-    column, if present, equal to ``ds``. Extra columns are dropped.
+    user_id, rank, product_id, which are integer columns (within BIGINT); (user_id, rank) and
+    (user_id, product_id) unique; each user's ranks exactly 1..n; score numeric; sources, reason, run_id
+    text or null (str, or bytes holding UTF-8); a ds column, if present, equal to ``ds``. Extra columns
+    are dropped.
+
+    The returned copy has int64 keys, float64 score and text as str / None (rows in the input order).
+    ``publish_partition`` runs the same checks, then converts the contract's columns straight to Arrow.
     """
+    frame = _checked_frame(recommendations, _as_date(ds, "publish_partition"))
+    _arrow_table(frame)  # checks the text columns
+    frame = frame[list(RECOMMENDATION_FRAME_COLUMNS)].copy()
+    frame = frame.astype({"user_id": "int64", "rank": "int64", "product_id": "int64", "score": "float64"})
+    for column in _TEXT_COLUMNS:
+        # pandas' string dtype and NaN placeholders both become plain str / None for the database drivers.
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame.reset_index(drop=True)
+
+
+def _checked_frame(recommendations: pd.DataFrame, day: dt.date) -> pd.DataFrame:
+    """``recommendations`` itself (not copied: extra columns are left for the caller to ignore) once every rule holds."""
     where = "publish_partition"
-    day = _as_date(ds, where)
     if not isinstance(recommendations, pd.DataFrame):
         raise TypeError(f"{where}: recommendations must be a pandas DataFrame, got {type(recommendations).__name__}")
     missing = [column for column in RECOMMENDATION_FRAME_COLUMNS if column not in recommendations.columns]
@@ -100,41 +132,77 @@ def validate_recommendations(recommendations: pd.DataFrame, ds: dt.date | str) -
     if null_keys:
         raise ValueError(f"{where}: {null_keys} row(s) have a null in {list(RECOMMENDATION_KEY_COLUMNS)}; drop or fix them")
     for column in RECOMMENDATION_KEY_COLUMNS:
-        if not pd.api.types.is_integer_dtype(recommendations[column]):
+        values = recommendations[column]
+        if not pd.api.types.is_integer_dtype(values):
             raise ValueError(
                 f"{where}: column {column!r} must be an integer dtype (BIGINT/INTEGER in the warehouse), "
-                f"got {recommendations[column].dtype}; cast it with .astype('int64')"
+                f"got {values.dtype}; cast it with .astype('int64')"
             )
+        if pd.api.types.is_unsigned_integer_dtype(values) and int(values.max()) > _INT64_MAX:
+            raise ValueError(f"{where}: column {column!r} has values above the BIGINT maximum {_INT64_MAX}")
     if not pd.api.types.is_numeric_dtype(recommendations["score"]) or pd.api.types.is_bool_dtype(recommendations["score"]):
         raise ValueError(f"{where}: column 'score' must be numeric, got {recommendations['score'].dtype}")
-    for column in _TEXT_COLUMNS:
-        kind = pd.api.types.infer_dtype(recommendations[column], skipna=True)
-        if kind not in ("string", "empty"):
-            raise ValueError(f"{where}: column {column!r} must hold strings or nulls, found {kind} values; join lists with ','")
+    # The text columns (strings or nulls) are checked by the conversion to Arrow that loading needs anyway,
+    # which raises the same ValueError (see _arrow_table): a separate pass over 6M objects cost ~40 ms.
 
-    duplicated_ranks = int(recommendations.duplicated(["user_id", "rank"], keep=False).sum())
+    duplicated_ranks, duplicated_items, gapped = _key_violations(
+        *(recommendations[column].to_numpy(dtype=np.int64) for column in ("user_id", "rank", "product_id"))
+    )
     if duplicated_ranks:
         raise ValueError(f"{where}: {duplicated_ranks} row(s) share a (user_id, rank) with another row; each rank must hold one item")
-    duplicated_items = int(recommendations.duplicated(["user_id", "product_id"], keep=False).sum())
     if duplicated_items:
         raise ValueError(f"{where}: {duplicated_items} row(s) repeat a product within one user's list; deduplicate before ranking")
-
-    # With (user_id, rank) unique, ranks are exactly 1..n iff the smallest is 1 and the largest is n.
-    ranks_by_user = recommendations.groupby("user_id")["rank"]
-    contiguous = (ranks_by_user.transform("min") == 1) & (ranks_by_user.transform("max") == ranks_by_user.transform("size"))
-    gapped = int((~contiguous).sum())
     if gapped:
         raise ValueError(
             f"{where}: {gapped} row(s) belong to users whose ranks are not exactly 1..n "
             f"(a gap, or not starting at 1); re-rank each user's list"
         )
+    return recommendations
 
-    frame = recommendations[list(RECOMMENDATION_FRAME_COLUMNS)].copy()
-    frame = frame.astype({"user_id": "int64", "rank": "int64", "product_id": "int64", "score": "float64"})
-    for column in _TEXT_COLUMNS:
-        # pandas' string dtype and NaN placeholders both become plain str / None for the database drivers.
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
-    return frame.reset_index(drop=True)
+
+def _key_violations(user: np.ndarray, rank: np.ndarray, product: np.ndarray) -> tuple[int, int, int]:
+    """Rows in a repeated (user, rank), rows in a repeated (user, product), rows of users whose ranks are not 1..n.
+
+    Counts are of every row involved (like pandas' ``duplicated(keep=False)``). The work is on arrays
+    ordered by (user, rank): frames normally arrive in that order, which one O(n) comparison confirms;
+    otherwise one lexsort puts them there. Then repeats are equal neighbours, users are runs of equal
+    ids, and the ranks of a run with no repeated rank are 1..n iff the first is 1 and the last is n.
+    """
+    n = len(user)
+    same_user = user[1:] == user[:-1]
+    if not np.all((user[1:] > user[:-1]) | (same_user & (rank[1:] >= rank[:-1]))):
+        order = np.lexsort((rank, user))
+        user, rank, product = user[order], rank[order], product[order]
+        same_user = user[1:] == user[:-1]
+    duplicated_ranks = _rows_in_runs(same_user & (rank[1:] == rank[:-1]))
+
+    starts = np.flatnonzero(np.concatenate(([True], ~same_user)))
+    sizes = np.diff(np.append(starts, n))
+    gapped_users = (rank[starts] != 1) | (rank[starts + sizes - 1] != sizes)
+    gapped = int(sizes[gapped_users].sum())
+
+    # Products within a user: sort (user index, product) pairs. They usually pack into one int64 key
+    # (user index in the high bits, product offset in the low bits), which sorts far faster than a lexsort.
+    group = np.repeat(np.arange(len(starts), dtype=np.int64), sizes)
+    low = int(product.min())
+    offset_bits = (int(product.max()) - low).bit_length()
+    if offset_bits + (len(starts) - 1).bit_length() <= 63:
+        keys = (group << offset_bits) | (product - np.int64(low))  # wraps mod 2**64 to the exact offset
+        keys.sort()
+        same_item = keys[1:] == keys[:-1]
+    else:
+        order = np.lexsort((product, group))
+        group, product = group[order], product[order]
+        same_item = (group[1:] == group[:-1]) & (product[1:] == product[:-1])
+    return duplicated_ranks, _rows_in_runs(same_item), gapped
+
+
+def _rows_in_runs(equal_to_next: np.ndarray) -> int:
+    """Given sorted values' neighbour equality (length n-1), the number of values equal to another one."""
+    involved = np.zeros(len(equal_to_next) + 1, dtype=bool)
+    involved[1:] |= equal_to_next
+    involved[:-1] |= equal_to_next
+    return int(involved.sum())
 
 
 def _run_row(day: dt.date, run_record: Mapping[str, Any], published_rows: int) -> dict[str, Any]:
@@ -183,8 +251,78 @@ def _run_row(day: dt.date, run_record: Mapping[str, Any], published_rows: int) -
 
 
 def _staging_name(day: dt.date) -> str:
-    # Unique per publish (ds + random suffix), and TEMP so it is private to the connection anyway.
+    # Unique per publish (ds + random suffix): the DuckDB name the frame is registered under (private to the
+    # connection), and in PostgreSQL the day's load table, which no other session sees before it commits.
     return f"recsys_staging_{day:%Y%m%d}_{uuid.uuid4().hex[:12]}"
+
+
+def _arrow_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("user_id", pa.int64()),
+            ("rank", pa.int32()),
+            ("product_id", pa.int64()),
+            ("score", pa.float64()),
+            ("sources", pa.string()),
+            ("reason", pa.string()),
+            ("run_id", pa.string()),
+        ]
+    )
+
+
+def _arrow_table(frame: pd.DataFrame, whole: pd.DataFrame | None = None):
+    """``frame`` (checked) as an Arrow table with the warehouse types; NaN scores and text become nulls.
+
+    A text column holding anything but str (or UTF-8 bytes) and nulls raises the contract's ValueError,
+    worded from ``whole`` (the full frame, when ``frame`` is a slice of it).
+    """
+    import pyarrow as pa
+
+    try:
+        # The schema picks the contract's columns out of the caller's frame (by name) without copying it first.
+        # One thread: the text columns hold Python objects, so pyarrow's thread pool only adds start-up latency.
+        return pa.Table.from_pandas(frame, schema=_arrow_schema(), preserve_index=False, nthreads=1)
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as error:
+        for column in _TEXT_COLUMNS:
+            try:
+                pa.array(frame[column], type=pa.string(), from_pandas=True)
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                kind = pd.api.types.infer_dtype((frame if whole is None else whole)[column], skipna=True)
+                raise ValueError(
+                    f"publish_partition: column {column!r} must hold strings or nulls, found {kind} values; join lists with ','"
+                ) from error
+        raise
+
+
+def _arrow_batches(frame: pd.DataFrame, chunk_rows: int = COPY_CHUNK_ROWS) -> Iterator[Any]:
+    """``_arrow_table`` of ``frame``, converted lazily ``chunk_rows`` at a time: fed to COPY, each slice is
+    converted while the server is still parsing the previous one, so the conversion costs no wall time."""
+    for start in range(0, len(frame), chunk_rows):
+        yield from _arrow_table(frame.iloc[start : start + chunk_rows], whole=frame).to_batches()
+
+
+def copy_csv(copy: Any, data: Any, chunk_rows: int = COPY_CHUNK_ROWS) -> None:
+    """Feed Arrow ``data`` (a table, or an iterable of record batches) to a psycopg
+    ``COPY … FROM STDIN (FORMAT csv)`` as CSV text written by pyarrow.
+
+    The fastest client-side feed measured for psycopg (about 2x psycopg's per-row ``write_row``): pyarrow
+    renders ``chunk_rows`` rows at a time in C++ and each chunk goes out in one ``copy.write``. The
+    encoding is exactly PostgreSQL's CSV: every string is quoted (so "" is the empty string and quotes,
+    commas and newlines survive), a null is an empty unquoted field (NULL), doubles are written in their
+    shortest round-trip form (inf/-inf included), and the columns are in the data's order.
+    """
+    import pyarrow.csv as pacsv
+
+    batches = data.to_batches(max_chunksize=chunk_rows) if hasattr(data, "to_batches") else data
+    options = pacsv.WriteOptions(include_header=False)
+    sink = io.BytesIO()
+    for batch in batches:
+        sink.seek(0)
+        sink.truncate()
+        pacsv.write_csv(batch, sink, options)
+        copy.write(sink.getvalue())
 
 
 def _partition_frame(rows: list[tuple]) -> pd.DataFrame:
@@ -243,7 +381,9 @@ class Warehouse(ABC):
             run_record: airflow_run_id, mlflow_run_id, raw_rows, clean_rows, quarantined_rows, users, items,
                 metrics ({model_name: {metric: value}}, stored as JSON text) and optionally published_rows
                 (must equal the number of rows if given).
-            _before_swap: test hook, called inside the swap transaction just before it commits.
+            _before_swap: test hook, called inside the swap transaction once the new day is loaded and the
+                run row upserted, just before the swap becomes visible: before COMMIT in DuckDB, and before the
+                partition exchange (which is then committed at once) in PostgreSQL.
 
         Returns:
             The number of rows published.
@@ -253,7 +393,7 @@ class Warehouse(ABC):
             Any database error or exception from ``_before_swap``: rolled back, the old partition is intact.
         """
         day = _as_date(ds, "publish_partition")
-        frame = validate_recommendations(recommendations, day)
+        frame = _checked_frame(recommendations, day)
         run_row = _run_row(day, run_record, len(frame))
         self._publish(day, frame, run_row, _before_swap)
         logger.info("published %d recommendation rows for %s to %s.%s", len(frame), day, self.schema, RECOMMENDATIONS_TABLE)
@@ -309,7 +449,11 @@ def _duckdb_write_lock(path: Path) -> threading.Lock:
 
 
 class DuckDBWarehouse(Warehouse):
-    """Embedded warehouse in one DuckDB file (a single writer process; threads each open their own instance)."""
+    """Embedded warehouse in one DuckDB file (a single writer process; threads each open their own instance).
+
+    ``recommendations`` has no index here: the writer keeps (ds, user_id, rank) unique by validating each
+    frame and replacing whole days under a per-file lock (see ``recsys.warehouse.schema``).
+    """
 
     dialect = "duckdb"
 
@@ -325,40 +469,63 @@ class DuckDBWarehouse(Warehouse):
         self._connection = duckdb.connect(str(self.path))
 
     def ensure_schema(self) -> None:
+        connection = self._connection
         with self._write_lock:
-            for statement in schema_ddl(self.schema, self.dialect):
-                self._connection.execute(statement)
+            connection.begin()
+            try:
+                legacy = self._set_aside_indexed_table()
+                for statement in schema_ddl(self.schema, self.dialect):
+                    connection.execute(statement)
+                if legacy:
+                    self._move_rows_from(legacy)
+                connection.commit()
+            except BaseException:
+                _rollback_quietly(connection.rollback)
+                raise
+
+    def _set_aside_indexed_table(self) -> str | None:
+        """Rename a ``recommendations`` table created with the old PRIMARY KEY out of the way, for
+        ``_move_rows_from`` to copy into the index-free table (DuckDB cannot drop a key in place)."""
+        (keys,) = self._connection.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = ? AND table_name = ? "
+            "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
+            [self.schema, RECOMMENDATIONS_TABLE],
+        ).fetchone()
+        if not keys:
+            return None
+        legacy = f"{RECOMMENDATIONS_TABLE}_indexed"
+        self._connection.execute(f"ALTER TABLE {self.schema}.{RECOMMENDATIONS_TABLE} RENAME TO {legacy}")
+        return legacy
+
+    def _move_rows_from(self, legacy: str) -> None:
+        columns = ", ".join(RECOMMENDATION_COLUMNS)
+        self._connection.execute(
+            f"INSERT INTO {self.schema}.{RECOMMENDATIONS_TABLE} ({columns}) "
+            f"SELECT {columns} FROM {self.schema}.{legacy} ORDER BY {', '.join(RECOMMENDATION_UNIQUE_KEY)}"
+        )
+        # The latest view is bound by name when queried, so it now reads the new table.
+        self._connection.execute(f"DROP TABLE {self.schema}.{legacy}")
+        logger.warning(
+            "migrated %s.%s to the index-free layout (uniqueness of %s is now kept by the writer)",
+            self.schema,
+            RECOMMENDATIONS_TABLE,
+            RECOMMENDATION_UNIQUE_KEY,
+        )
 
     def _publish(self, day: dt.date, frame: pd.DataFrame, run_row: dict[str, Any], before_swap: BeforeSwapHook | None) -> None:
-        import pyarrow as pa
-
+        # Staging is the Arrow table registered on this connection only (no copy into a temp table). pyarrow's
+        # conversion plus DuckDB's insert from Arrow measured ~20% faster than DuckDB scanning the pandas frame.
+        arrow_table = _arrow_table(frame)
         staging = _staging_name(day)
-        arrow_frame = pa.Table.from_pandas(
-            frame,
-            schema=pa.schema(
-                [
-                    ("user_id", pa.int64()),
-                    ("rank", pa.int32()),
-                    ("product_id", pa.int64()),
-                    ("score", pa.float64()),
-                    ("sources", pa.string()),
-                    ("reason", pa.string()),
-                    ("run_id", pa.string()),
-                ]
-            ),
-            preserve_index=False,
-        )
         columns = ", ".join(RECOMMENDATION_FRAME_COLUMNS)
         connection = self._connection
         with self._write_lock:
+            connection.register(staging, arrow_table)
             try:
-                connection.register(f"{staging}_arrow", arrow_frame)
-                try:
-                    connection.execute(f"CREATE TEMP TABLE {staging} AS SELECT {columns} FROM {staging}_arrow")
-                finally:
-                    connection.unregister(f"{staging}_arrow")
                 connection.begin()
                 try:
+                    # Replacing the whole day is what keeps (ds, user_id, rank) unique without an index:
+                    # the frame has unique (user_id, rank), and nothing else of the day survives.
                     connection.execute(f"DELETE FROM {self.schema}.{RECOMMENDATIONS_TABLE} WHERE ds = ?", [day])
                     connection.execute(
                         f"INSERT INTO {self.schema}.{RECOMMENDATIONS_TABLE} ({', '.join(RECOMMENDATION_COLUMNS)}) "
@@ -373,7 +540,7 @@ class DuckDBWarehouse(Warehouse):
                     _rollback_quietly(connection.rollback)
                     raise
             finally:
-                _drop_staging_quietly(lambda: connection.execute(f"DROP TABLE IF EXISTS temp.{staging}"))
+                _drop_staging_quietly(lambda: connection.unregister(staging))
 
     def _read_partition_rows(self, day: dt.date) -> list[tuple]:
         return self._connection.execute(self._select_partition_sql("?"), [day]).fetchall()
@@ -386,7 +553,24 @@ class DuckDBWarehouse(Warehouse):
 
 
 class PostgresWarehouse(Warehouse):
-    """Shared warehouse in PostgreSQL (psycopg 3); one connection per instance, any number of writer processes."""
+    """Shared warehouse in PostgreSQL (psycopg 3); one connection per instance, any number of writer processes.
+
+    ``recommendations`` is LIST-partitioned by ds, one partition per day, and a publish exchanges the day's
+    partition (see ``_publish``). Locking, which readers should know about:
+
+    * first publish of a day: ATTACH takes SHARE UPDATE EXCLUSIVE on the parent for the final moment of the
+      publish; readers are never blocked, and publishes of other days queue for that moment only.
+    * rerun of a day: DETACH + DROP of the old partition take ACCESS EXCLUSIVE on the parent for the
+      final moment (milliseconds): queries on recommendations wait for the commit, then see the new day.
+      A query already running delays the swap until it ends (new queries queue behind the swap meanwhile).
+    * a REPEATABLE READ / SERIALIZABLE transaction whose snapshot is older than the publish and that reads
+      the day only after the swap sees it empty (DDL is not MVCC-aware; the rows are written FROZEN, so
+      snapshots taken while the publish ran see the complete new day). READ COMMITTED readers, the
+      default, always see one complete day.
+
+    The publishing role needs CREATE on the schema and must own ``recommendations`` (ATTACH/DETACH are
+    owner-only); both hold for the role that ran ``ensure_schema``.
+    """
 
     dialect = "postgresql"
 
@@ -398,13 +582,20 @@ class PostgresWarehouse(Warehouse):
         # Autocommit, with explicit transaction blocks: nothing is ever left open between calls.
         self._connection = psycopg.connect(conninfo, autocommit=True)
 
+    def _schema_lock_key(self) -> str:
+        return f"recsys.ensure_schema:{self.schema}"
+
     def ensure_schema(self) -> None:
         connection = self._connection
         with connection.transaction(), connection.cursor() as cursor:
             # Concurrent CREATE ... IF NOT EXISTS / OR REPLACE can still collide in the catalogue; queue them.
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"recsys.ensure_schema:{self.schema}"])
+            # Publishes hold this lock shared while they swap partitions (GRANT ON ALL TABLES touches those).
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [self._schema_lock_key()])
+            legacy = self._set_aside_unpartitioned_table(cursor)
             for statement in schema_ddl(self.schema, self.dialect):
                 cursor.execute(statement)
+            if legacy:
+                self._move_rows_into_partitions(cursor, legacy)
             try:
                 with connection.transaction():  # a savepoint: a refused grant must not undo the tables
                     for statement in reader_role_ddl(self.schema):
@@ -417,35 +608,113 @@ class PostgresWarehouse(Warehouse):
                     str(error).strip(),
                 )
 
+    def _set_aside_unpartitioned_table(self, cursor: Any) -> str | None:
+        """Rename a plain (pre-partitioning) ``recommendations`` out of the way; ``_move_rows_into_partitions``
+        then copies its rows into the partitioned table created by the DDL and drops it."""
+        row = cursor.execute(
+            "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            [self.schema, RECOMMENDATIONS_TABLE],
+        ).fetchone()
+        if row is None or row[0] == "p":
+            return None
+        if row[0] != "r":
+            raise RuntimeError(f"{self.schema}.{RECOMMENDATIONS_TABLE} exists but is not a table (relkind {row[0]!r})")
+        legacy = f"{RECOMMENDATIONS_TABLE}_unpartitioned"
+        cursor.execute(f"ALTER TABLE {self.schema}.{RECOMMENDATIONS_TABLE} RENAME TO {legacy}")
+        # Its key's index would hold the name the new table's primary key needs.
+        cursor.execute(f"ALTER TABLE {self.schema}.{legacy} DROP CONSTRAINT IF EXISTS {RECOMMENDATIONS_TABLE}_pkey")
+        return legacy
+
+    def _move_rows_into_partitions(self, cursor: Any, legacy: str) -> None:
+        from psycopg import sql
+
+        days = [day for (day,) in cursor.execute(f"SELECT DISTINCT ds FROM {self.schema}.{legacy} ORDER BY ds").fetchall()]
+        for day in days:
+            cursor.execute(
+                sql.SQL("CREATE TABLE {partition} PARTITION OF {parent} FOR VALUES IN ({day})").format(
+                    partition=sql.Identifier(self.schema, partition_name(day)),
+                    parent=sql.Identifier(self.schema, RECOMMENDATIONS_TABLE),
+                    day=sql.Literal(day),
+                )
+            )
+        columns = ", ".join(RECOMMENDATION_COLUMNS)
+        cursor.execute(f"INSERT INTO {self.schema}.{RECOMMENDATIONS_TABLE} ({columns}) SELECT {columns} FROM {self.schema}.{legacy}")
+        # The DDL's CREATE OR REPLACE VIEW has already re-pointed the latest view at the new table.
+        cursor.execute(f"DROP TABLE {self.schema}.{legacy}")
+        logger.warning(
+            "migrated %s.%s to one partition per ds (%d days); grants other than %s's were not carried over",
+            self.schema,
+            RECOMMENDATIONS_TABLE,
+            len(days),
+            "recsys_reader",
+        )
+
     def _publish(self, day: dt.date, frame: pd.DataFrame, run_row: dict[str, Any], before_swap: BeforeSwapHook | None) -> None:
-        staging = _staging_name(day)
+        """Partition exchange, in one transaction.
+
+        1. CREATE the day's load table (same columns and CHECKs as the parent, ds defaulting to the day,
+           plus CHECK (ds = day)), COPY the rows in (CSV, FREEZE: the table is new in this transaction),
+           then ADD the PRIMARY KEY: one sort, far cheaper than maintaining an index row by row, and
+           nothing like DELETE + INSERT into a shared index (dead tuples, WAL, unique checks against them).
+        2. Lock (advisory) the day against a concurrent publish of the same day and ensure_schema, upsert
+           the run row, call ``before_swap``.
+        3. DETACH + DROP the day's old partition if any, rename the load table to the partition's name and
+           ATTACH it. The CHECK proves every row belongs to the day, so ATTACH does not scan, and its primary
+           key becomes the partition's part of the parent's key. COMMIT makes the new day visible at once.
+        A failure anywhere rolls it all back: the old partition stays attached, no load table is left.
+        """
+        from psycopg import sql
+
+        load = _staging_name(day)
+        partition = partition_name(day)
+        schema = self.schema
+        parent = sql.Identifier(schema, RECOMMENDATIONS_TABLE)
+        load_table = sql.Identifier(schema, load)
+        day_literal = sql.Literal(day)  # DDL takes no bind parameters; a date renders as '2024-03-01'::date
         columns = ", ".join(RECOMMENDATION_FRAME_COLUMNS)
         connection = self._connection
-        rows = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
-        try:
-            with connection.transaction(), connection.cursor() as cursor:
-                cursor.execute(
-                    f"CREATE TEMP TABLE {staging} (user_id BIGINT, rank INTEGER, product_id BIGINT, "
-                    f"score DOUBLE PRECISION, sources TEXT, reason TEXT, run_id TEXT)"
+        with connection.transaction(), connection.cursor() as cursor:
+            # The key's sort then runs in memory (2M rows need ~150 MB); LOCAL ends with the transaction.
+            cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
+            cursor.execute(
+                sql.SQL("CREATE TABLE {load} ({columns}, CONSTRAINT partition_ds_check CHECK (ds = {day}))").format(
+                    load=load_table, columns=sql.SQL(recommendation_columns_ddl(self.dialect)), day=day_literal
                 )
-                with cursor.copy(f"COPY {staging} ({columns}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            with connection.transaction(), connection.cursor() as cursor:
-                # Two publishes of the same day would both delete the old rows and then collide on the key;
-                # the lock makes the second wait and replace the first's rows cleanly. Other days run in parallel.
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"recsys.publish:{self.schema}:{day.isoformat()}"])
-                cursor.execute(f"DELETE FROM {self.schema}.{RECOMMENDATIONS_TABLE} WHERE ds = %s", [day])
-                cursor.execute(
-                    f"INSERT INTO {self.schema}.{RECOMMENDATIONS_TABLE} ({', '.join(RECOMMENDATION_COLUMNS)}) "
-                    f"SELECT %s::date, {columns} FROM {staging}",
-                    [day],
+            )
+            cursor.execute(sql.SQL("ALTER TABLE {load} ALTER COLUMN ds SET DEFAULT {day}").format(load=load_table, day=day_literal))
+            with cursor.copy(sql.SQL("COPY {load} ({columns}) FROM STDIN (FORMAT csv, FREEZE)").format(load=load_table, columns=sql.SQL(columns))) as copy:
+                copy_csv(copy, _arrow_batches(frame))
+            cursor.execute(
+                sql.SQL("ALTER TABLE {load} ADD CONSTRAINT {key} PRIMARY KEY ({columns})").format(
+                    load=load_table, key=sql.Identifier(f"{load}_pkey"), columns=sql.SQL(", ".join(RECOMMENDATION_UNIQUE_KEY))
                 )
-                cursor.execute(_upsert_run_sql(self.schema, "%s"), [run_row[column] for column in RUN_COLUMNS])
-                if before_swap is not None:
-                    before_swap()
-        finally:
-            _drop_staging_quietly(lambda: connection.execute(f"DROP TABLE IF EXISTS pg_temp.{staging}"))
+            )
+
+            # Shared: publishes of different days proceed together, ensure_schema (exclusive) waits for them.
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", [self._schema_lock_key()])
+            # Two publishes of the same day: the second waits here and then replaces the first's partition.
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"recsys.publish:{schema}:{day.isoformat()}"])
+            cursor.execute(_upsert_run_sql(schema, "%s"), [run_row[column] for column in RUN_COLUMNS])
+            if before_swap is not None:
+                before_swap()
+
+            attached = cursor.execute(
+                "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE i.inhparent = %s::regclass AND n.nspname = %s AND c.relname = %s",
+                [f"{schema}.{RECOMMENDATIONS_TABLE}", schema, partition],
+            ).fetchone()
+            if attached:
+                cursor.execute(sql.SQL("ALTER TABLE {parent} DETACH PARTITION {old}").format(parent=parent, old=sql.Identifier(schema, partition)))
+                cursor.execute(sql.SQL("DROP TABLE {old}").format(old=sql.Identifier(schema, partition)))
+            cursor.execute(sql.SQL("ALTER TABLE {load} RENAME TO {partition}").format(load=load_table, partition=sql.Identifier(partition)))
+            new = sql.Identifier(schema, partition)
+            cursor.execute(
+                sql.SQL("ALTER TABLE {new} RENAME CONSTRAINT {key} TO {partition_key}").format(
+                    new=new, key=sql.Identifier(f"{load}_pkey"), partition_key=sql.Identifier(f"{partition}_pkey")
+                )
+            )
+            cursor.execute(sql.SQL("ALTER TABLE {new} ALTER COLUMN ds DROP DEFAULT").format(new=new))
+            cursor.execute(sql.SQL("ALTER TABLE {parent} ATTACH PARTITION {new} FOR VALUES IN ({day})").format(parent=parent, new=new, day=day_literal))
 
     def _read_partition_rows(self, day: dt.date) -> list[tuple]:
         with self._connection.cursor() as cursor:
@@ -468,7 +737,7 @@ def _rollback_quietly(rollback: Callable[[], Any]) -> None:
 
 
 def _drop_staging_quietly(drop: Callable[[], Any]) -> None:
-    # Staging is TEMP (dropped with the connection anyway), so a failed clean-up must not mask the real error.
+    # Staging is private to the connection (gone with it anyway), so a failed clean-up must not mask the real error.
     try:
         drop()
     except Exception:  # noqa: BLE001
