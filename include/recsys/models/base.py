@@ -108,6 +108,41 @@ def empty_recommendations() -> pd.DataFrame:
     )
 
 
+class FactorScoredRecommender:
+    """Shared plumbing of models that score known users against every item in batches (ALS, content).
+
+    Subclasses set ``user_ids`` and ``item_ids`` (sorted id arrays) when fitting and implement
+    ``_score_rows(rows)``: the dense scores (len(rows) × n_items) of the users at those row indices.
+    """
+
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
+    batch_size = 1024
+
+    def _index_seen(self, seen: pd.DataFrame) -> None:
+        self._seen_pairs = seen[[USER_COL, ITEM_COL]].reset_index(drop=True)
+        self._user_index = {int(u): i for i, u in enumerate(self.user_ids)}
+        self._seen = SeenIndex(self._seen_pairs, self._user_index, {int(i): j for j, i in enumerate(self.item_ids)})
+
+    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _recommend_known(self, user_ids, k: int, exclude_seen: bool) -> pd.DataFrame:
+        """Top-k per requested user the model knows (one block per user, sorted by user); others get no rows."""
+        requested = np.unique(np.asarray(list(user_ids), dtype=np.int64))
+        known = np.array([u for u in requested if int(u) in self._user_index], dtype=np.int64)
+        if len(known) == 0:
+            return empty_recommendations()
+        rows = np.array([self._user_index[int(u)] for u in known])
+        frames = []
+        for chunk in batches(len(known), self.batch_size):
+            scores = self._score_rows(rows[chunk])
+            if exclude_seen:
+                self._seen.mask(scores, rows[chunk])
+            frames.append(top_k_frame(known[chunk], scores, self.item_ids, k))
+        return pd.concat(frames, ignore_index=True)
+
+
 def batches(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.constants import ITEM_COL, USER_COL
-from recsys.models.base import SeenIndex, batches, check_columns, check_k, empty_recommendations, top_k_frame
+from recsys.models.base import FactorScoredRecommender, SeenIndex, check_columns, check_k
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -36,7 +36,7 @@ class ALSParams:
     num_blocks: int = 0
 
 
-class ALSRecommender:
+class ALSRecommender(FactorScoredRecommender):
     name = "collaborative"
 
     def __init__(self, params: ALSParams | None = None):
@@ -93,28 +93,15 @@ class ALSRecommender:
             dense[factors["id"].to_numpy()] = np.stack(factors["features"].to_numpy()).astype(np.float32)
         return dense
 
-    def _index_seen(self, seen: pd.DataFrame) -> None:
-        self._seen_pairs = seen[[USER_COL, ITEM_COL]].reset_index(drop=True)
-        self._user_index = {int(u): i for i, u in enumerate(self.user_ids)}
-        self._seen = SeenIndex(self._seen_pairs, self._user_index, {int(i): j for j, i in enumerate(self.item_ids)})
+    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.user_factors[rows] @ self.item_factors.T
 
     def recommend(self, user_ids, k: int, exclude_seen: bool = True) -> pd.DataFrame:
         """Top-k items by factor dot product; users unknown to the model get no rows."""
         check_k(k)
         if self.user_factors is None:
             raise RuntimeError("ALSRecommender.recommend called before fit")
-        requested = np.unique(np.asarray(list(user_ids), dtype=np.int64))  # one block per user, sorted by user
-        known = np.array([u for u in requested if int(u) in self._user_index], dtype=np.int64)
-        if len(known) == 0:
-            return empty_recommendations()
-        rows = np.array([self._user_index[int(u)] for u in known])
-        frames = []
-        for chunk in batches(len(known), 1024):
-            scores = self.user_factors[rows[chunk]] @ self.item_factors.T
-            if exclude_seen:
-                self._seen.mask(scores, rows[chunk])
-            frames.append(top_k_frame(known[chunk], scores, self.item_ids, k))
-        return pd.concat(frames, ignore_index=True)
+        return self._recommend_known(user_ids, k, exclude_seen)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

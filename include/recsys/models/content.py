@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.constants import ITEM_COL, USER_COL
-from recsys.models.base import SeenIndex, batches, check_columns, check_k, empty_recommendations, top_k_frame
+from recsys.models.base import FactorScoredRecommender, SeenIndex, check_columns, check_k, empty_recommendations, top_k_frame
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class ContentParams:
     popularity_weight: float = 0.1
 
 
-class ContentRecommender:
+class ContentRecommender(FactorScoredRecommender):
     name = "content"
 
     def __init__(self, params: ContentParams | None = None):
@@ -47,6 +47,7 @@ class ContentRecommender:
         self._seen_pairs: pd.DataFrame | None = None
         self._seen: SeenIndex | None = None
         self._user_index: dict[int, int] = {}
+        self._item_t: sp.csc_matrix | None = None
 
     def fit(self, items: pd.DataFrame, interactions: pd.DataFrame, seen: pd.DataFrame | None = None) -> "ContentRecommender":
         """Vectorise every item's text; build each user's profile from their weighted interactions."""
@@ -83,29 +84,18 @@ class ContentRecommender:
         self._index_seen(seen if seen is not None else interactions[[USER_COL, ITEM_COL]])
         return self
 
-    def _index_seen(self, seen: pd.DataFrame) -> None:
-        self._seen_pairs = seen[[USER_COL, ITEM_COL]].reset_index(drop=True)
-        self._user_index = {int(u): i for i, u in enumerate(self.user_ids)}
-        self._seen = SeenIndex(self._seen_pairs, self._user_index, {int(i): j for j, i in enumerate(self.item_ids)})
+    def _score_rows(self, rows: np.ndarray) -> np.ndarray:
+        if self._item_t is None:
+            self._item_t = self.item_matrix.T.tocsc()
+        return np.asarray((self.user_profiles[rows] @ self._item_t).todense(), dtype=np.float64) + self.item_prior
 
     def recommend(self, user_ids, k: int, exclude_seen: bool = True) -> pd.DataFrame:
         """Top-k items by cosine similarity of the user profile to the item profiles (+ prior)."""
         check_k(k)
         if self.user_profiles is None:
             raise RuntimeError("ContentRecommender.recommend called before fit")
-        requested = np.unique(np.asarray(list(user_ids), dtype=np.int64))  # one block per user, sorted by user
-        known = np.array([u for u in requested if int(u) in self._user_index], dtype=np.int64)
-        if len(known) == 0:
-            return empty_recommendations()
-        rows = np.array([self._user_index[int(u)] for u in known])
-        item_t = self.item_matrix.T.tocsc()
-        frames = []
-        for chunk in batches(len(known), 1024):
-            scores = np.asarray((self.user_profiles[rows[chunk]] @ item_t).todense(), dtype=np.float64) + self.item_prior
-            if exclude_seen:
-                self._seen.mask(scores, rows[chunk])
-            frames.append(top_k_frame(known[chunk], scores, self.item_ids, k))
-        return pd.concat(frames, ignore_index=True)
+        self._item_t = None  # transposed once per call, shared by the batches
+        return self._recommend_known(user_ids, k, exclude_seen)
 
     def similar_items(self, product_ids, k: int) -> pd.DataFrame:
         """Items most similar in text to each given item (for cold items and explanations)."""
