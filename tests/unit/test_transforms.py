@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("pyspark")
 
+from pyspark.sql import functions as F  # noqa: E402
 from pyspark.testing import assertDataFrameEqual  # noqa: E402
 
 from recsys.features import transforms as T  # noqa: E402
@@ -326,3 +327,108 @@ def test_stage_bounds_cut_validation_and_test_days_off_the_end():
     }
     # across a month end
     assert T.stage_bounds(date(2026, 12, 1), val_days=2, test_days=1)["val"] == (date(2026, 11, 29), date(2026, 12, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# daily partials (recsys.features.partials): hand-made partial rows, combined
+# ---------------------------------------------------------------------------------------------
+def test_day_pairs_store_counts_and_decay_relative_to_the_day_start(spark):
+    from recsys.features import partials as P
+
+    # half-life 1 day: an event at 00:00 counts 2**0 = 1, at 12:00 2**0.5, at 18:00 2**0.75
+    rows = [
+        event("2026-11-20 00:00", "view", 10, 1),
+        event("2026-11-20 12:00", "view", 10, 1),
+        event("2026-11-20 18:00", "cart", 10, 1),
+    ]
+    frame = events_frame(spark, rows).withColumn("ds", F.lit(date(2026, 11, 20)))
+    expected = spark.createDataFrame(
+        [
+            (date(2026, 11, 20), 1, 10, "view", 2, 1 + 2**0.5, at("2026-11-20 12:00")),
+            (date(2026, 11, 20), 1, 10, "cart", 1, 2**0.75, at("2026-11-20 18:00")),
+        ],
+        P.PARTIAL_SCHEMAS["pairs"],
+    )
+
+    assertDataFrameEqual(P.day_partials(frame, half_life_days=1.0, gap_minutes=30)["pairs"], expected, rtol=1e-12)
+
+
+def test_pair_stats_rebuild_the_decayed_weight_for_any_stage_cut_off(spark):
+    from recsys.features import partials as P
+
+    day1, day2 = date(2026, 11, 19), date(2026, 11, 20)
+    pairs = spark.createDataFrame(
+        [
+            # a view at 12:00 on day1 (decay_sum 2**0.5 with a 1-day half-life) and a cart at 00:00 on day2
+            (day1, 1, 10, "view", 1, 2**0.5, at("2026-11-19 12:00")),
+            (day2, 1, 10, "cart", 1, 1.0, at("2026-11-20 00:00")),
+            # a remove_from_cart only: never a positive weight
+            (day2, 1, 11, "remove_from_cart", 1, 1.0, at("2026-11-20 00:00")),
+        ],
+        P.PARTIAL_SCHEMAS["pairs"],
+    )
+    bounds = {"val": (day2, date(2026, 11, 21)), "full": (date(2026, 11, 21), None)}
+    stats = P.pair_stats(pairs, WEIGHTS, half_life_days=1.0, bounds=bounds)
+
+    # val history ends at day2 00:00: the view is 0.5 day old: 0.5**0.5; (1, 10) is not a target
+    # (already seen), (1, 11) is a target of the val slice (new, and the user is known)
+    assertDataFrameEqual(
+        P.stage_interactions(stats, "val"),
+        spark.createDataFrame([(1, 10, 0.5**0.5, 1, at("2026-11-19 12:00"), False)], INTERACTIONS_SCHEMA),
+        rtol=1e-12,
+    )
+    assertDataFrameEqual(P.stage_targets(stats, "val"), spark.createDataFrame([(1, 11)], "user_id long, product_id long"))
+    # full history ends at day2 + 1: view 1.5 days old, cart 1 day old: 0.5**1.5 + 3 * 0.5
+    assertDataFrameEqual(
+        P.stage_interactions(stats, "full"),
+        spark.createDataFrame([(1, 10, 0.5**1.5 + 1.5, 2, at("2026-11-20 00:00"), False)], INTERACTIONS_SCHEMA),
+        rtol=1e-12,
+    )
+    assertDataFrameEqual(P.stage_seen(stats, "full"), spark.createDataFrame([(1, 10), (1, 11)], "user_id long, product_id long"))
+
+
+def test_stage_sequences_merge_a_product_run_across_midnight_and_respect_each_cut_off(spark):
+    from recsys.features import partials as P
+
+    d1, d2, d3 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)
+    steps = spark.createDataFrame(
+        [
+            (d1, 1, 1, 100, "view"), (d1, 1, 2, 200, "cart"),
+            (d2, 1, 1, 200, "purchase"), (d2, 1, 2, 300, "view"),  # 200 continues over midnight
+            (d3, 1, 1, 300, "view"),  # and so does 300
+        ],
+        P.PARTIAL_SCHEMAS["steps"],
+    )
+    bounds = {"val": (d2, d3), "full": (date(2026, 11, 21), None)}
+    per_user = P.stage_sequences(steps, bounds, max_len=2)
+
+    assertDataFrameEqual(
+        P.sequences_of_stage(per_user, "val", max_len=2),  # day1 only: the run of 200 is cut at its cart
+        spark.createDataFrame([(1, [100, 200], ["view", "cart"], 2)], SEQUENCES_SCHEMA),
+    )
+    assertDataFrameEqual(
+        P.sequences_of_stage(per_user, "full", max_len=2),  # three steps (100, 200, 300): the last two
+        spark.createDataFrame([(1, [200, 300], ["purchase", "view"], 2)], SEQUENCES_SCHEMA),
+    )
+
+
+def test_combine_sessions_counts_a_session_over_midnight_once(spark):
+    from recsys.features import partials as P
+
+    d1, d2 = date(2026, 11, 19), date(2026, 11, 20)
+    sessions = spark.createDataFrame(
+        [
+            # user 1: 23:50 -> 00:10 in the same user_session: the session continues (1 + 2 - 1 = 2)
+            (d1, 1, 1, at("2026-11-19 23:00"), "s", at("2026-11-19 23:50"), "s"),
+            (d2, 1, 2, at("2026-11-20 00:10"), "s", at("2026-11-20 09:00"), "t"),
+            # user 2: 70 minutes over midnight: a new session (1 + 1)
+            (d1, 2, 1, at("2026-11-19 23:00"), "s", at("2026-11-19 23:00"), "s"),
+            (d2, 2, 1, at("2026-11-20 00:10"), "s", at("2026-11-20 00:10"), "s"),
+            # user 3: two minutes apart but the user_session changes: a new session (1 + 1)
+            (d1, 3, 1, at("2026-11-19 23:59"), "a", at("2026-11-19 23:59"), "a"),
+            (d2, 3, 1, at("2026-11-20 00:01"), "b", at("2026-11-20 00:01"), "b"),
+        ],
+        P.PARTIAL_SCHEMAS["sessions"],
+    )
+
+    assert P.combine_sessions(sessions, gap_minutes=30).first()["sessions"] == 6
