@@ -8,10 +8,14 @@ warehouse table `recsys.recommendations`:
    `quarantine/ds=…/` with the rule they broke; the run stops if more than 5% are bad.
 2. **build_features**: Spark: dedupe, sessions, weighted interactions, sequences, item text and the
    temporal train / validation / held-out split over the lookback window.
-3. **train_collaborative**, **train_content**, **train_sequence**: ALS, TF-IDF and LSTM, in parallel,
-   each an MLflow child run of this DAG run's parent run.
-4. **fuse**: a ranker learned on the validation slice blends the three (plus popularity for cold
-   starts); every model and the hybrid are scored on the held-out slice.
+3. **train_collaborative**, **train_content**, **train_sequence**, **train_cooccurrence**: ALS, TF-IDF,
+   LSTM and item-to-item co-occurrence (Spark), in parallel, each an MLflow child run of this DAG run's
+   parent run.
+4. **fuse**: a ranker learned on the validation slice blends the four plus the two baselines (global
+   popularity, recently popular in the user's categories), with a popularity-penalty re-rank chosen on
+   validation users; products missing from today's catalog are dropped, and users whose first events
+   are today get session-context recommendations. Every model, both baselines and the hybrid are
+   scored on the held-out slice.
 5. **publish**: replaces the day's partition in the warehouse atomically (DuckDB by default, the
    `warehouse_default` connection for PostgreSQL) and records the run in `recsys.pipeline_runs`.
 
@@ -126,7 +130,7 @@ def recsys_daily():
 
     validation = validate_raw()
     features = build_features(validation)
-    # Same single upstream and downstream for the three models: the scheduler runs them in parallel.
+    # Same single upstream and downstream for every model: the scheduler runs them in parallel.
     trained = [train.override(task_id=f"train_{name}")(name, features) for name in MODEL_NAMES]
     fused = fuse(trained)
     publish(fused, validation, features)

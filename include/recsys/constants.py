@@ -24,8 +24,10 @@ EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
 CATALOG_COLUMNS = ("product_id", "title", "description", "category_code", "brand", "price")
 
 #: Names of the model families and baselines, as used in MLflow, XCom and the warehouse.
-MODEL_NAMES = ("collaborative", "content", "sequence")
-BASELINE_NAMES = ("popularity",)
+#: ``cooccurrence`` (item-to-item, Spark) trains as a fourth parallel task beside the three families.
+MODEL_NAMES = ("collaborative", "content", "sequence", "cooccurrence")
+#: Baselines fitted inside ``fuse``, scored beside the models and offered to the ranker as candidate sources.
+BASELINE_NAMES = ("popularity", "category_popularity")
 HYBRID_NAME = "hybrid"
 
 #: Stages of the temporal protocol: fit on the data before a slice and score that slice.

@@ -19,7 +19,7 @@ import pandas as pd
 
 from recsys import tracking
 from recsys.config import Settings
-from recsys.constants import EVAL_K, HYBRID_NAME, ITEM_COL, MODEL_NAMES, RANK_COL, SCORE_COL, STAGES, USER_COL
+from recsys.constants import BASELINE_NAMES, EVAL_K, HYBRID_NAME, ITEM_COL, MODEL_NAMES, RANK_COL, SCORE_COL, STAGES, USER_COL
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +158,19 @@ def _fit_model(name: str, data, settings: Settings, params=None, spark=None, val
 
         params = params or SequenceParams(max_len=settings.sequence_length, seed=settings.seed, num_threads=settings.torch_threads)
         return SequenceRecommender(params).fit(data.sequences, validation=validation, seen=data.seen)
+    if name == "cooccurrence":
+        from recsys.models.cooccurrence import CooccurrenceRecommender
+
+        return CooccurrenceRecommender(params).fit(spark, data.interactions, seen=data.seen)
     if name == "popularity":
         from recsys.models.popularity import PopularityRecommender
 
         return PopularityRecommender(params).fit(data.interactions, seen=data.seen)
-    raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES + ('popularity',)}")
+    if name == "category_popularity":
+        from recsys.models.category_popularity import CategoryPopularityRecommender
+
+        return CategoryPopularityRecommender(params).fit(data.interactions, data.items, seen=data.seen)
+    raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES + BASELINE_NAMES}")
 
 
 def _search_als(settings: Settings, spark, data) -> tuple[object, list[dict]]:
@@ -199,10 +207,10 @@ def train_model(settings: Settings, ds: str | date, name: str, parent_run_id: st
     paths: FeaturePaths = feature_paths(settings, day)
     n_candidates = max(settings.candidates_per_model, settings.top_k)
     spark = None
-    if name == "collaborative":
+    if name in ("collaborative", "cooccurrence"):
         from recsys.features.spark import get_spark
 
-        spark = get_spark(settings, app_name=f"train_collaborative {day}")
+        spark = get_spark(settings, app_name=f"train_{name} {day}")
 
     metrics: dict[str, float] = {}
     extra_params: dict = {}
@@ -314,6 +322,7 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
 
     from recsys.evaluation.plots import metrics_chart
     from recsys.features.build import feature_paths
+    from recsys.fusion import rules
     from recsys.fusion.blend import FusionParams, HybridRanker, candidate_features, fill_with_fallback
     from recsys.fusion.context import add_context_features
     from recsys.fusion.explain import add_reasons
@@ -322,35 +331,48 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
     day = parse_ds(ds)
     root = feature_paths(settings, day).root
     model_names = tuple(t["model"] for t in trained)
-    sources = model_names + ("popularity",)
+    sources = model_names + BASELINE_NAMES
     k = settings.top_k
     n_candidates = max(settings.candidates_per_model, k)
 
     stages = {stage: load_stage(root, stage) for stage in STAGES}
-    popularity_models = {}
+    baselines: dict[str, dict[str, object]] = {name: {} for name in BASELINE_NAMES}
     for stage, data in stages.items():
-        popularity_models[stage] = _fit_model("popularity", data, settings)
-        recs = popularity_models[stage].recommend(_stage_users(data, stage), n_candidates)
-        path = candidates_path(settings, day, "popularity", stage)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        recs.to_parquet(path, index=False)
+        for name in BASELINE_NAMES:
+            baselines[name][stage] = _fit_model(name, data, settings)
+            recs = baselines[name][stage].recommend(_stage_users(data, stage), n_candidates)
+            path = candidates_path(settings, day, name, stage)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            recs.to_parquet(path, index=False)
 
-    def features_for(stage: str) -> pd.DataFrame:
+    def features_for(stage: str, candidates: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
         data = stages[stage]
-        item_popularity = data.interactions.groupby(ITEM_COL)[USER_COL].nunique()
-        user_activity = data.interactions.groupby(USER_COL).size()
-        features = candidate_features(_load_candidates(settings, day, stage, sources), item_popularity, user_activity)
+        candidates = candidates if candidates is not None else _load_candidates(settings, day, stage, sources)
+        features = candidate_features(candidates, _item_users(data), data.interactions.groupby(USER_COL).size())
         return add_context_features(features, data.interactions, data.items)
 
     params = FusionParams(sources=sources, seed=settings.seed)
-    ranker = HybridRanker(params).fit(features_for("val"), stages["val"].targets)
+    val = stages["val"]
+    val_candidates = _load_candidates(settings, day, "val", sources)
+    val_features = features_for("val", val_candidates)
+    # The re-rank is chosen on validation users the ranker did not learn from (a seeded half), then the
+    # ranker is refitted on the whole validation slice. The held-out slice plays no part in either.
+    choice, rerank_trials = _choose_rerank(params, val, val_features, val_candidates, model_names, settings.seed)
+    ranker = HybridRanker(params).fit(val_features, val.targets)
 
-    # Held-out evaluation: every single model and the hybrid on the same users and targets.
+    def hybrid_for(stage: str, n: int, catalog_ids=None) -> pd.DataFrame:
+        data = stages[stage]
+        ranked = rules.restrict_to_catalog(ranker.rank(features_for(stage), n_candidates), catalog_ids)
+        return rules.rerank(ranked, n, choice, _item_users(data), _item_category(data))
+
+    # Held-out evaluation: every single model, both baselines and the hybrid on the same users and targets.
     test = stages["test"]
+    test_users = _stage_users(test, "test")
     test_candidates = _load_candidates(settings, day, "test", sources)
     hybrid_test = fill_with_fallback(
-        ranker.rank(features_for("test"), n_candidates), test_candidates["popularity"], _stage_users(test, "test"), n_candidates
+        hybrid_for("test", n_candidates), test_candidates["category_popularity"], test_users, n_candidates, source="category_popularity"
     )
+    hybrid_test = fill_with_fallback(hybrid_test, test_candidates["popularity"], test_users, n_candidates)
     table: dict[str, dict[str, float]] = {}
     for source, recs in {**test_candidates, HYBRID_NAME: hybrid_test}.items():
         row = {}
@@ -359,11 +381,27 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
         table[source] = row
     _log_table(table)
 
-    # What gets published: the full stage, every user with history gets k rows.
+    # What gets published: the full stage, every user with history gets k rows of products in today's catalog.
     full = stages["full"]
     users = _stage_users(full, "full")
-    published = fill_with_fallback(ranker.rank(features_for("full"), k), popularity_models["full"].recommend(users, k), users, k)
-    published = add_reasons(published, full.items, full.sequences)
+    catalog_ids = rules.catalog_product_ids(settings.catalog_path)
+    popular = rules.restrict_to_catalog(baselines["popularity"]["full"].recommend(users, n_candidates), catalog_ids)
+    category_popular = rules.restrict_to_catalog(baselines["category_popularity"]["full"].recommend(users, n_candidates), catalog_ids)
+    published = fill_with_fallback(hybrid_for("full", k, catalog_ids), category_popular, users, k, source="category_popularity")
+    published = fill_with_fallback(published, popular, users, k)
+    # Users whose first events are today: session context (what their items co-occur with, what is
+    # popular lately in their categories) instead of models that saw one day of them.
+    today = rules.cold_users(full.interactions, pd.Timestamp(day, tz="UTC"))
+    cooccurrence = _load_full_model(settings, day, "cooccurrence") if "cooccurrence" in model_names else None
+    if len(today):
+        cold = rules.session_context(
+            rules.restrict_to_catalog(today, catalog_ids), k, cooccurrence,
+            category_popular[category_popular[USER_COL].isin(today[USER_COL])], popular[popular[USER_COL].isin(today[USER_COL])],
+        )
+        published = pd.concat([published[~published[USER_COL].isin(today[USER_COL])], cold], ignore_index=True)
+        published = published.sort_values([USER_COL, RANK_COL]).reset_index(drop=True)
+        log.info("%d cold user(s) with events only on %s got session-context recommendations", today[USER_COL].nunique(), day)
+    published = add_reasons(published, full.items, full.sequences, cooccurrence=cooccurrence)
     out_dir = run_dir(settings, day)
     out_dir.mkdir(parents=True, exist_ok=True)
     recommendations_path = out_dir / "recommendations.parquet"
@@ -371,7 +409,11 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
     chart_path = metrics_chart(table, out_dir / "model_comparison.png", metrics=(f"ndcg@{EVAL_K}", f"hr@{EVAL_K}", f"recall@{EVAL_K}", f"coverage@{EVAL_K}"))
 
     with tracking.child_run(settings, parent_run_id, HYBRID_NAME, tags={"ds": day.isoformat()}) as run:
-        tracking.retry_locked(mlflow.log_params, {k_: str(v) for k_, v in asdict(params).items()})
+        tracking.retry_locked(
+            mlflow.log_params,
+            {**{k_: str(v) for k_, v in asdict(params).items()}, "rerank_strength": choice.strength,
+             "rerank_max_per_category": choice.max_per_category, "rerank_search": json.dumps(rerank_trials)},
+        )
         tracking.retry_locked(mlflow.log_metrics, {f"test_{key}": v for key, v in tracking.metric_keys(table[HYBRID_NAME]).items()})
         tracking.retry_locked(mlflow.log_artifact, str(chart_path))
         tracking.retry_locked(mlflow.log_dict, table, "evaluation_table.json")
@@ -380,9 +422,10 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
         tracking.retry_locked(mlflow.log_artifacts, str(model_dir), "recommender")
         _log_ranker(ranker)
         fusion_run_id = run.info.run_id
-    with tracking.child_run(settings, parent_run_id, "popularity", tags={"ds": day.isoformat(), "baseline": "true"}):
-        tracking.retry_locked(mlflow.log_params, asdict(popularity_models["test"].params))
-        tracking.retry_locked(mlflow.log_metrics, {f"test_{key}": v for key, v in tracking.metric_keys(table["popularity"]).items()})
+    for name in BASELINE_NAMES:
+        with tracking.child_run(settings, parent_run_id, name, tags={"ds": day.isoformat(), "baseline": "true"}):
+            tracking.retry_locked(mlflow.log_params, asdict(baselines[name]["test"].params))
+            tracking.retry_locked(mlflow.log_metrics, {f"test_{key}": v for key, v in tracking.metric_keys(table[name]).items()})
     # The parent carries the comparison too, so the runs list lines the days up side by side.
     tracking.log_to_run(
         settings,
@@ -395,10 +438,53 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
         "recommendations_path": str(recommendations_path),
         "users": int(len(users)),
         "rows": int(len(published)),
+        "cold_users": int(today[USER_COL].nunique()),
         "mlflow_fusion_run_id": fusion_run_id,
         "evaluation": table,
         "chart": str(chart_path),
     }
+
+
+def _item_users(data) -> pd.Series:
+    return data.interactions.groupby(ITEM_COL)[USER_COL].nunique()
+
+
+def _item_category(data) -> pd.Series:
+    return data.items.set_index(ITEM_COL)["top_category"]
+
+
+def _load_full_model(settings: Settings, day: date, name: str):
+    """The full-stage model that ``train_model`` saved for ``name`` (None when it is not there)."""
+    path = run_dir(settings, day) / "models" / name
+    if not path.is_dir():
+        log.warning("no saved %s model at %s: cold users get category popularity only", name, path)
+        return None
+    if name == "cooccurrence":
+        from recsys.models.cooccurrence import CooccurrenceRecommender
+
+        return CooccurrenceRecommender.load(path)
+    raise ValueError(f"no loader for {name!r}")
+
+
+def _choose_rerank(params, val, val_features: pd.DataFrame, val_candidates: dict, model_names, seed: int):
+    """Fit the ranker on a seeded half of the validation users, choose the re-rank on the other half."""
+    from recsys.fusion import rules
+    from recsys.fusion.blend import HybridRanker
+
+    users = np.unique(val.targets[USER_COL].to_numpy(np.int64))
+    rng = np.random.default_rng(seed)
+    tuning = set(rng.choice(users, size=len(users) // 2, replace=False).tolist())
+    in_tuning = val_features[USER_COL].isin(tuning)
+    truth_fit = val.targets[~val.targets[USER_COL].isin(tuning)]
+    truth_tune = val.targets[val.targets[USER_COL].isin(tuning)]
+    try:
+        half = HybridRanker(params).fit(val_features[~in_tuning], truth_fit)
+    except ValueError as exc:  # too few validation users to split: keep the plain learned order
+        log.warning("re-rank not tuned (%s): the learned order is used as is", exc)
+        return rules.RerankChoice(), []
+    scored = half.rank(val_features[in_tuning], max(len(val_features), 1))
+    singles = {name: val_candidates[name] for name in model_names}
+    return rules.choose_rerank(scored, truth_tune, singles, _item_users(val), _item_category(val), len(val.items))
 
 
 def _log_ranker(ranker) -> None:

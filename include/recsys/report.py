@@ -10,14 +10,14 @@ import json
 import sys
 
 from recsys.config import load_settings
-from recsys.constants import EVAL_K, HYBRID_NAME
+from recsys.constants import BASELINE_NAMES, EVAL_K, HYBRID_NAME
 
 COLUMNS = (f"ndcg@{EVAL_K}", f"hr@{EVAL_K}", f"recall@{EVAL_K}", f"map@{EVAL_K}", f"coverage@{EVAL_K}")
 
 
 def format_summary(summary: dict) -> str:
     evaluation = summary["evaluation"]
-    singles = {name: row for name, row in evaluation.items() if name not in (HYBRID_NAME, "popularity")}
+    singles = {name: row for name, row in evaluation.items() if name not in (HYBRID_NAME, *BASELINE_NAMES)}
     best_name = max(singles, key=lambda name: singles[name][f"ndcg@{EVAL_K}"]) if singles else None
     lines = [
         f"recsys_daily ds={summary['ds']}",
@@ -34,6 +34,11 @@ def format_summary(summary: dict) -> str:
         hybrid, best = evaluation[HYBRID_NAME][f"ndcg@{EVAL_K}"], singles[best_name][f"ndcg@{EVAL_K}"]
         lift = (hybrid / best - 1) * 100 if best else float("nan")
         lines.append(f"  hybrid NDCG@{EVAL_K} {hybrid:.4f} vs best single model ({best_name}) {best:.4f}: {lift:+.1f}%")
+        coverage_key = f"coverage@{EVAL_K}"
+        lines.append(
+            f"  hybrid coverage@{EVAL_K} {evaluation[HYBRID_NAME][coverage_key]:.4f} vs {best_name}'s "
+            f"{singles[best_name][coverage_key]:.4f}"
+        )
     lines += [
         "",
         "  where to look:",

@@ -10,7 +10,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_DIR = REPO_ROOT / "dags"
 HEAVY_MODULES = ("pyspark", "torch", "mlflow", "great_expectations", "sklearn", "pandas", "duckdb", "psycopg")
-TRAIN_TASKS = {"train_collaborative", "train_content", "train_sequence"}
+#: The three required model families, plus the item-to-item co-occurrence model as a fourth parallel task.
+REQUIRED_TRAIN_TASKS = {"train_collaborative", "train_content", "train_sequence"}
+TRAIN_TASKS = REQUIRED_TRAIN_TASKS | {"train_cooccurrence"}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def test_task_ids_and_parallel_training_shape(dagbag):
     assert set(dag.task_ids) == {"validate_raw", "build_features", "fuse", "publish"} | TRAIN_TASKS
     for task_id in TRAIN_TASKS:
         task = dag.get_task(task_id)
-        # Same single upstream and single downstream: the scheduler can run the three at once.
+        # Same single upstream and single downstream: the scheduler can run them all at once.
         assert task.upstream_task_ids == {"build_features"}
         assert task.downstream_task_ids == {"fuse"}
     assert dag.get_task("fuse").upstream_task_ids == TRAIN_TASKS

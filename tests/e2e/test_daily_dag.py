@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from recsys.constants import BASELINE_NAMES, MODEL_NAMES
+
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +96,7 @@ def test_pipeline_run_recorded_with_conservation_and_metrics(dag_run):
     assert run["quarantined_rows"] > 0  # the generator planted bad rows
     assert run["published_rows"] == published
     metrics = json.loads(run["metrics"])
-    assert set(metrics) == {"collaborative", "content", "sequence", "popularity", "hybrid"}
+    assert set(metrics) == {*MODEL_NAMES, *BASELINE_NAMES, "hybrid"}
     for name, row in metrics.items():
         assert 0.0 <= row["ndcg@10"] <= 1.0, name
     # Quarantine holds the raw text of the bad rows with the rule each broke.
@@ -117,7 +119,7 @@ def test_mlflow_has_parent_and_child_runs(dag_run):
     assert parent["tags.dag_id"] == "recsys_daily" and parent["tags.ds"] == dag_run["ds"]
     assert parent["status"] == "FINISHED"
     children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
-    assert set(children["tags.model"]) == {"collaborative", "content", "sequence", "hybrid", "popularity"}
+    assert set(children["tags.model"]) == {*MODEL_NAMES, *BASELINE_NAMES, "hybrid"}
     for _, child in children.iterrows():
         assert 0.0 <= child["metrics.test_ndcg_at_10"] <= 1.0, child["tags.model"]
     sequence = children[children["tags.model"] == "sequence"].iloc[0]

@@ -169,12 +169,20 @@ def top_k_per_user(ranked: pd.DataFrame, k: int, max_per_category: int = 0, item
     return ordered.reset_index(drop=True)
 
 
-def fill_with_fallback(recommendations: pd.DataFrame, fallback: pd.DataFrame, users: np.ndarray, k: int) -> pd.DataFrame:
-    """Give every user in ``users`` k rows: the hybrid's first, then fallback items not already there."""
+def fill_with_fallback(
+    recommendations: pd.DataFrame, fallback: pd.DataFrame, users: np.ndarray, k: int, source: str = "popularity"
+) -> pd.DataFrame:
+    """Give every user in ``users`` k rows: the hybrid's first, then fallback items not already there.
+
+    Fallback rows are placed after every row the user already has, whatever the scale of its scores
+    (probabilities, or the log-scores of the re-rank).
+    """
     filler = fallback[fallback[USER_COL].isin(users)].copy()
-    filler["sources"] = "popularity"
+    filler["sources"] = source
+    floor = recommendations.groupby(USER_COL)[SCORE_COL].min() if len(recommendations) else pd.Series(dtype=float)
+    start = filler[USER_COL].map(floor).fillna(0.0).clip(upper=0.0)
     # Fallback rows rank after every hybrid row of the user.
-    filler[SCORE_COL] = -1.0 - filler[RANK_COL].astype(np.float64)
+    filler[SCORE_COL] = start - 1.0 - filler[RANK_COL].astype(np.float64)
     merged = pd.concat([recommendations, filler[[USER_COL, ITEM_COL, SCORE_COL, "sources"]]], ignore_index=True)
     merged = merged.drop_duplicates([USER_COL, ITEM_COL], keep="first")
     return top_k_per_user(merged, k)

@@ -1,0 +1,151 @@
+"""Business rules and the coverage-aware re-rank applied to the hybrid's ranked candidates.
+
+* ``popularity_penalty`` re-scores ``log p - strength * log(1 + users(i))``: a soft push away from the
+  head of the catalogue, so the hybrid's lists cover more of it; the strength (and an optional
+  per-category cap) is chosen on the validation slice by :func:`choose_rerank`, never on held-out data.
+* ``restrict_to_catalog`` drops products that are not in the day's catalog file (discontinued ones).
+* ``cold_users`` / ``session_context`` serve users whose first events are on ``ds``: neighbours of
+  what they touched today, then what is popular lately in their categories, instead of global popularity.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.constants import EVAL_K, ITEM_COL, RANK_COL, SCORE_COL, USER_COL
+from recsys.fusion.blend import top_k_per_user
+
+log = logging.getLogger(__name__)
+
+#: Penalty strengths and category caps tried on the validation slice (0, 0 = the plain learned order).
+PENALTY_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45)
+CATEGORY_CAP_GRID = (0, 4)
+
+
+@dataclass(frozen=True)
+class RerankChoice:
+    strength: float = 0.0
+    max_per_category: int = 0
+
+
+def popularity_penalty(ranked: pd.DataFrame, item_users: pd.Series, strength: float) -> pd.DataFrame:
+    """``ranked`` (user, product, score in (0, 1]) with ``score = log score - strength * log1p(users)``."""
+    if strength < 0:
+        raise ValueError(f"popularity penalty strength must be >= 0, got {strength!r}")
+    out = ranked.copy()
+    users = out[ITEM_COL].map(item_users).fillna(0.0).to_numpy(np.float64)
+    out[SCORE_COL] = np.log(np.clip(out[SCORE_COL].to_numpy(np.float64), 1e-12, None)) - strength * np.log1p(users)
+    return out
+
+
+def rerank(ranked: pd.DataFrame, k: int, choice: RerankChoice, item_users: pd.Series, item_category: pd.Series | None) -> pd.DataFrame:
+    """Top-k per user after the popularity penalty and the category cap of ``choice``."""
+    return top_k_per_user(popularity_penalty(ranked, item_users, choice.strength), k, choice.max_per_category, item_category)
+
+
+def choose_rerank(
+    scored: pd.DataFrame,
+    truth: pd.DataFrame,
+    singles: dict[str, pd.DataFrame],
+    item_users: pd.Series,
+    item_category: pd.Series,
+    n_catalog_items: int,
+    k: int = EVAL_K,
+) -> tuple[RerankChoice, list[dict]]:
+    """Pick the re-rank on validation users the ranker was not fitted on.
+
+    ``scored``: those users' candidates with the ranker's score; ``singles``: each single model's
+    candidates for the same users. Rule: among the settings whose coverage@k is at least the coverage
+    of the best single model (by NDCG@k), the one with the highest NDCG@k; if none reaches it, the one
+    with the highest coverage. Returns the choice and every trial (for MLflow).
+    """
+    from recsys.evaluation.metrics import catalog_coverage, ranking_metrics
+
+    users = np.unique(truth[USER_COL])
+    single_rows = {}
+    for name, frame in singles.items():
+        top = frame[frame[USER_COL].isin(users) & (frame[RANK_COL] <= k)]
+        single_rows[name] = (ranking_metrics(top, truth, k)[f"ndcg@{k}"], catalog_coverage(top, n_catalog_items, k))
+    best_single = max(single_rows, key=lambda name: single_rows[name][0])
+    target_coverage = single_rows[best_single][1]
+    trials = []
+    for cap in CATEGORY_CAP_GRID:
+        for strength in PENALTY_GRID:
+            choice = RerankChoice(strength, cap)
+            top = rerank(scored, k, choice, item_users, item_category)
+            ndcg = ranking_metrics(top, truth, k)[f"ndcg@{k}"]
+            coverage = catalog_coverage(top, n_catalog_items, k)
+            trials.append({"strength": strength, "max_per_category": cap, f"ndcg@{k}": ndcg, f"coverage@{k}": coverage})
+            log.info("re-rank trial strength=%.2f cap=%d: validation NDCG@%d %.4f, coverage %.4f", strength, cap, k, ndcg, coverage)
+    feasible = [t for t in trials if t[f"coverage@{k}"] >= target_coverage]
+    best = max(feasible, key=lambda t: t[f"ndcg@{k}"]) if feasible else max(trials, key=lambda t: t[f"coverage@{k}"])
+    log.info(
+        "re-rank chosen on validation: strength=%.2f cap=%d (NDCG@%d %.4f, coverage %.4f; best single %s: NDCG %.4f, coverage %.4f)",
+        best["strength"], best["max_per_category"], k, best[f"ndcg@{k}"], best[f"coverage@{k}"],
+        best_single, *single_rows[best_single],
+    )
+    return RerankChoice(best["strength"], best["max_per_category"]), trials
+
+
+def catalog_product_ids(catalog_path: Path) -> np.ndarray | None:
+    """Product ids of the day's catalog file, or None when there is none (then nothing is excluded)."""
+    path = Path(catalog_path)
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, usecols=[ITEM_COL])
+    ids = pd.to_numeric(frame[ITEM_COL], errors="coerce")
+    bad = int(ids.isna().sum())
+    if bad:
+        raise ValueError(f"{path}: {bad} row(s) with a missing or non-numeric {ITEM_COL}; fix the catalog file")
+    return np.unique(ids.to_numpy(np.int64))
+
+
+def restrict_to_catalog(frame: pd.DataFrame, catalog_ids: np.ndarray | None) -> pd.DataFrame:
+    """Rows of ``frame`` whose product is in the catalog (all rows when there is no catalog)."""
+    if catalog_ids is None:
+        return frame
+    keep = frame[ITEM_COL].isin(catalog_ids)
+    if not keep.all():
+        log.info("catalog rule: %d candidate row(s) of %d products not in the catalog dropped",
+                 int((~keep).sum()), frame.loc[~keep, ITEM_COL].nunique())
+    return frame[keep]
+
+
+def cold_users(interactions: pd.DataFrame, day_start: pd.Timestamp) -> pd.DataFrame:
+    """Interactions of users whose every interaction is on or after ``day_start`` (no earlier history)."""
+    last = pd.to_datetime(interactions["last_event_time"], utc=True)
+    first_touch = last.groupby(interactions[USER_COL]).transform("min")
+    return interactions[first_touch >= day_start]
+
+
+def session_context(
+    today: pd.DataFrame, k: int, cooccurrence, category_popular: pd.DataFrame, popular: pd.DataFrame
+) -> pd.DataFrame:
+    """k rows per cold user: co-occurrence neighbours of today's items, then category-popular, then popular.
+
+    ``today``: the cold users' interactions (user, product, weight); ``cooccurrence``: a fitted
+    :class:`~recsys.models.cooccurrence.CooccurrenceRecommender` or None; ``category_popular`` and
+    ``popular``: recommendation frames for those users (seen items already excluded).
+    """
+    users = np.unique(today[USER_COL].to_numpy(np.int64))
+    parts = []
+    if cooccurrence is not None and len(users):
+        parts.append(cooccurrence.recommend_from_items(today[[USER_COL, ITEM_COL, "weight"]], k).assign(sources="cooccurrence"))
+    parts.append(category_popular.assign(sources="category_popularity"))
+    parts.append(popular.assign(sources="popularity"))
+    frames = []
+    for tier, frame in enumerate(parts):
+        frame = frame[frame[USER_COL].isin(users)].copy()
+        # Earlier tiers first; within a tier, the tier's own order.
+        frame[SCORE_COL] = -float(tier) - frame[RANK_COL].astype(np.float64) / (frame[RANK_COL].max() + 1 if len(frame) else 1)
+        frames.append(frame[[USER_COL, ITEM_COL, SCORE_COL, "sources"]])
+    merged = pd.concat(frames, ignore_index=True).drop_duplicates([USER_COL, ITEM_COL], keep="first")
+    seen = today[[USER_COL, ITEM_COL]].drop_duplicates()
+    merged = merged.merge(seen.assign(_seen=True), on=[USER_COL, ITEM_COL], how="left")
+    merged = merged[merged["_seen"].isna()].drop(columns="_seen")
+    return top_k_per_user(merged, k)
