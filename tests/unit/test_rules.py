@@ -35,7 +35,8 @@ def test_choose_rerank_takes_the_best_ndcg_that_keeps_the_best_singles_coverage(
     # Both users went on to touch the head item 10, which the ranker puts first for both (NDCG 1, but
     # coverage 1/4). The single model covers 2 of the 4 catalog items. A penalty of 0.05 moves tail
     # item 20 up for user 1 only (log 0.6 - 0.05 log 1001 < log 0.5 - 0.05 log 2): coverage 2/4, NDCG 0.5;
-    # from 0.15 on it moves 21 up for user 2 as well: NDCG 0. So 0.05 is the choice.
+    # from 0.15 on it moves 21 up for user 2 as well: NDCG 0, far from a tie. 0.05 and 0.10 give the same
+    # lists, and the milder setting wins the tie.
     scored = _ranked([(1, 10, 0.6), (1, 20, 0.5), (2, 10, 0.6), (2, 21, 0.3)])
     truth = pd.DataFrame({USER_COL: [1, 2], ITEM_COL: [10, 10]})
     single = pd.DataFrame({USER_COL: [1, 2], ITEM_COL: [10, 30], SCORE_COL: [1.0, 1.0], RANK_COL: [1, 1]})
@@ -122,3 +123,20 @@ def test_reasons_name_the_cooccurring_item_the_user_touched(spark):
     assert reasons[1] == "popular lately in apparel, a category you like"
     # User 8 touched nothing that co-occurs with item 11: no made-up anchor, the generic reason instead.
     assert reasons[2] == "popular in apparel"
+
+
+def test_choose_rerank_prefers_wider_coverage_among_ndcg_ties():
+    # k=2. Every penalty from 0.05 up gives the same NDCG and lists with more distinct items than the
+    # plain order: the widest of the tied settings is chosen, not the first one reaching the coverage.
+    scored = _ranked([(1, 10, 0.9), (1, 11, 0.8), (1, 20, 0.79), (2, 12, 0.9), (2, 10, 0.8), (2, 21, 0.79)])
+    truth = pd.DataFrame({USER_COL: [1, 2], ITEM_COL: [11, 12]})
+    single = pd.DataFrame({USER_COL: [1, 1, 2, 2], ITEM_COL: [11, 10, 12, 10], SCORE_COL: 1.0, RANK_COL: [1, 2, 1, 2]})
+    item_users = pd.Series({10: 500.0, 11: 1.0, 12: 1.0, 20: 1.0, 21: 1.0})
+    category = pd.Series({i: "a" for i in (10, 11, 12, 20, 21)})
+    choice, trials = rules.choose_rerank(scored, truth, {"m": single}, item_users, category, n_catalog_items=5, k=2)
+    plain = next(t for t in trials if t["strength"] == 0 and t["max_per_category"] == 0)
+    chosen = next(t for t in trials if (t["strength"], t["max_per_category"]) == (choice.strength, choice.max_per_category))
+    # Plain order: user 1 [10, 11] (hit at 2), user 2 [12, 10] (hit at 1); the penalty lists [11, 20] and
+    # [12, 21]: both hits at rank 1 at best, so NDCG does not fall, and coverage grows from 3/5 to 4/5.
+    assert plain["coverage@2"] == pytest.approx(0.6)
+    assert chosen["coverage@2"] == pytest.approx(0.8) and chosen["ndcg@2"] >= plain["ndcg@2"]

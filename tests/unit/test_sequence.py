@@ -251,3 +251,31 @@ def test_argument_errors(cyclic_sequences):
         model.recommend([0], k=0)
     with pytest.raises(ValueError, match="user_ids must be integer"):
         model.recommend([0.5], k=5)
+
+
+def test_popularity_prior_starts_the_output_bias_at_log_target_frequency():
+    """Before any useful training step the network already ranks next items by how often they follow."""
+    # Item 30 is the next item 3 times, 20 twice, 10 never (it only opens sequences).
+    sequences = pd.DataFrame({
+        USER_COL: [1, 2, 3],
+        "product_ids": [[10, 30, 20], [10, 30], [10, 30, 20]],
+        "event_types": [["view"] * 3, ["view"] * 2, ["view"] * 3],
+    })
+    params = SequenceParams(embedding_dim=4, hidden_dim=4, epochs=1, batch_size=8, n_negatives=2, learning_rate=1e-12, num_threads=1)
+    model = SequenceRecommender(params).fit(sequences)
+    bias = model.network.output_bias.weight.detach().numpy().ravel()
+    counts = np.array([0, 2, 3], dtype=float) + 1.0  # items 10, 20, 30 in index order 1..3, add-one smoothed
+    np.testing.assert_allclose(bias[1:], np.log(counts) - np.log(counts).mean(), atol=1e-5)
+    flat = SequenceRecommender(SequenceParams(**{**params.__dict__, "popularity_prior": False})).fit(sequences)
+    assert np.allclose(flat.network.output_bias.weight.detach().numpy(), 0.0, atol=1e-5)
+
+
+def test_item_prior_replaces_target_frequency_and_rejects_negative_counts():
+    sequences = pd.DataFrame({USER_COL: [1, 2], "product_ids": [[10, 20], [20, 10]], "event_types": [["view"] * 2] * 2})
+    params = SequenceParams(embedding_dim=4, hidden_dim=4, epochs=1, batch_size=8, n_negatives=2, learning_rate=1e-12, num_threads=1)
+    model = SequenceRecommender(params).fit(sequences, item_prior=pd.Series({10: 0.0, 20: 8.0, 99: 5.0}))
+    bias = model.network.output_bias.weight.detach().numpy().ravel()
+    counts = np.array([1.0, 9.0])  # items 10, 20: prior + 1; item 99 is not in the vocabulary
+    np.testing.assert_allclose(bias[1:], np.log(counts) - np.log(counts).mean(), atol=1e-5)
+    with pytest.raises(ValueError, match="item_prior"):
+        SequenceRecommender(params).fit(sequences, item_prior=pd.Series({10: -1.0}))

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 #: Penalty strengths and category caps tried on the validation slice (0, 0 = the plain learned order).
 PENALTY_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45)
 CATEGORY_CAP_GRID = (0, 4)
+#: NDCG@k within this fraction of the best validation NDCG counts as a tie (a few hundred validation
+#: users cannot tell them apart); among tied settings the one with the widest coverage wins.
+NDCG_TIE_FRACTION = 0.02
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,11 @@ def choose_rerank(
 
     ``scored``: those users' candidates with the ranker's score; ``singles``: each single model's
     candidates for the same users. Rule: among the settings whose coverage@k is at least the coverage
-    of the best single model (by NDCG@k), the one with the highest NDCG@k; if none reaches it, the one
-    with the highest coverage. Returns the choice and every trial (for MLflow).
+    of the best single model (by NDCG@k), those within :data:`NDCG_TIE_FRACTION` of the best NDCG@k
+    among them, and of those the widest coverage (then the higher NDCG, the milder setting); if no
+    setting reaches the coverage, the one with the highest coverage. Coverage measured on half the
+    validation users understates the gap to cover on a larger held-out slice, hence the preference
+    for width among NDCG ties. Returns the choice and every trial (for MLflow).
     """
     from recsys.evaluation.metrics import catalog_coverage, ranking_metrics
 
@@ -83,7 +89,14 @@ def choose_rerank(
             trials.append({"strength": strength, "max_per_category": cap, f"ndcg@{k}": ndcg, f"coverage@{k}": coverage})
             log.info("re-rank trial strength=%.2f cap=%d: validation NDCG@%d %.4f, coverage %.4f", strength, cap, k, ndcg, coverage)
     feasible = [t for t in trials if t[f"coverage@{k}"] >= target_coverage]
-    best = max(feasible, key=lambda t: t[f"ndcg@{k}"]) if feasible else max(trials, key=lambda t: t[f"coverage@{k}"])
+    def wider(t: dict) -> tuple:
+        return t[f"coverage@{k}"], t[f"ndcg@{k}"], -t["strength"], -t["max_per_category"]
+
+    if feasible:
+        best_ndcg = max(t[f"ndcg@{k}"] for t in feasible)
+        best = max((t for t in feasible if t[f"ndcg@{k}"] >= (1.0 - NDCG_TIE_FRACTION) * best_ndcg), key=wider)
+    else:
+        best = max(trials, key=wider)
     log.info(
         "re-rank chosen on validation: strength=%.2f cap=%d (NDCG@%d %.4f, coverage %.4f; best single %s: NDCG %.4f, coverage %.4f)",
         best["strength"], best["max_per_category"], k, best[f"ndcg@{k}"], best[f"coverage@{k}"],

@@ -23,6 +23,16 @@ from recsys.models.base import SeenIndex, batches, check_columns, check_k, empty
 _MAX_SCORE_CELLS = 2**24
 
 
+def recent_item_users(interactions: pd.DataFrame, recent_days: int) -> pd.Series:
+    """Distinct users per item over the last ``recent_days`` days of ``interactions`` (by last_event_time)."""
+    check_columns(interactions, [USER_COL, ITEM_COL, "last_event_time"], "interactions")
+    if interactions.empty:
+        return pd.Series(dtype=np.float64)
+    last = pd.to_datetime(interactions["last_event_time"], utc=True)
+    recent = interactions[last >= last.max() - pd.Timedelta(days=recent_days)]
+    return recent.groupby(ITEM_COL)[USER_COL].nunique().astype(np.float64)
+
+
 @dataclass
 class CategoryPopularityParams:
     #: days at the end of the training window that count as "recent".
@@ -68,9 +78,7 @@ class CategoryPopularityRecommender:
         category = items[p.category_column].fillna("unknown").astype(str)
         self.categories, self.item_category = np.unique(category.to_numpy(), return_inverse=True)
 
-        last = pd.to_datetime(interactions["last_event_time"], utc=True)
-        recent = interactions[last >= last.max() - pd.Timedelta(days=p.recent_days)]
-        recent_users = recent.groupby(ITEM_COL)[USER_COL].nunique()
+        recent_users = recent_item_users(interactions, p.recent_days)
         self.recent_popularity = pd.Series(self.item_ids).map(recent_users).fillna(0.0).to_numpy(np.float64)
 
         # Negative weights (removed from cart) say nothing about a taste for the category.
