@@ -364,8 +364,8 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
     val = stages["val"]
     val_candidates = _load_candidates(settings, day, "val", sources)
     val_features = features_for("val", val_candidates)
-    # The re-rank is chosen on validation users the ranker did not learn from (a seeded half), then the
-    # ranker is refitted on the whole validation slice. The held-out slice plays no part in either.
+    # The re-rank is chosen on out-of-fold scores of the validation users (two folds), then the ranker is
+    # refitted on the whole validation slice. The held-out slice plays no part in either.
     choice, rerank_trials = _choose_rerank(params, val, val_features, val_candidates, model_names, settings.seed)
     ranker = HybridRanker(params).fit(val_features, val.targets)
 
@@ -476,24 +476,35 @@ def _load_full_model(settings: Settings, day: date, name: str):
 
 
 def _choose_rerank(params, val, val_features: pd.DataFrame, val_candidates: dict, model_names, seed: int):
-    """Fit the ranker on a seeded half of the validation users, choose the re-rank on the other half."""
+    """Choose the re-rank on out-of-fold ranker scores of the validation users (two seeded folds).
+
+    Each fold's candidates are scored by a ranker fitted on the other fold, so every validation user
+    has scores from a ranker that never learned from them, and coverage is measured over all of them
+    (as many users as a held-out slice of the same length, so the comparison with the single models
+    carries over). The held-out slice plays no part.
+    """
     from recsys.fusion import rules
     from recsys.fusion.blend import HybridRanker
 
     users = np.unique(val.targets[USER_COL].to_numpy(np.int64))
     rng = np.random.default_rng(seed)
-    tuning = set(rng.choice(users, size=len(users) // 2, replace=False).tolist())
-    in_tuning = val_features[USER_COL].isin(tuning)
-    truth_fit = val.targets[~val.targets[USER_COL].isin(tuning)]
-    truth_tune = val.targets[val.targets[USER_COL].isin(tuning)]
-    try:
-        half = HybridRanker(params).fit(val_features[~in_tuning], truth_fit)
-    except ValueError as exc:  # too few validation users to split: keep the plain learned order
-        log.warning("re-rank not tuned (%s): the learned order is used as is", exc)
-        return rules.RerankChoice(), []
-    scored = half.rank(val_features[in_tuning], max(len(val_features), 1))
+    fold_of = dict(zip(users.tolist(), rng.permutation(len(users)) % 2))
+    feature_fold = val_features[USER_COL].map(fold_of)
+    truth_fold = val.targets[USER_COL].map(fold_of)
+    scored = []
+    for fold in (0, 1):
+        try:
+            ranker = HybridRanker(params).fit(val_features[feature_fold != fold], val.targets[truth_fold != fold])
+        except ValueError as exc:  # too few validation users to split: keep the plain learned order
+            log.warning("re-rank not tuned (%s): the learned order is used as is", exc)
+            return rules.RerankChoice(), []
+        held = val_features[feature_fold == fold]
+        scored.append(ranker.rank(held, max(len(held), 1)))
     singles = {name: val_candidates[name] for name in model_names}
-    return rules.choose_rerank(scored, truth_tune, singles, _item_users(val), _item_category(val), len(val.items))
+    return rules.choose_rerank(
+        pd.concat(scored, ignore_index=True), val.targets, singles, _item_users(val), _item_category(val), len(val.items),
+        folds=pd.Series(fold_of),
+    )
 
 
 def _log_ranker(ranker) -> None:

@@ -49,6 +49,13 @@ def test_choose_rerank_takes_the_best_ndcg_that_keeps_the_best_singles_coverage(
     assert (by_strength[0.0]["ndcg@1"], by_strength[0.0]["coverage@1"]) == (1.0, 0.25)
     assert (by_strength[0.05]["ndcg@1"], by_strength[0.05]["coverage@1"]) == (0.5, 0.5)
     assert (by_strength[0.15]["ndcg@1"], by_strength[0.15]["coverage@1"]) == (0.0, 0.5)
+    # With folds the coverage must hold on each fold's users too: the margin is the worst shortfall.
+    folded, folded_trials = rules.choose_rerank(
+        scored, truth, {"m": single}, item_users, category, n_catalog_items=4, k=1, folds=pd.Series({1: 0, 2: 1})
+    )
+    margins = {t["strength"]: t["coverage_margin"] for t in folded_trials if t["max_per_category"] == 0}
+    assert margins[0.0] == pytest.approx(-0.25) and margins[0.05] == pytest.approx(0.0)
+    assert folded == choice
 
 
 def test_catalog_rule_drops_products_missing_from_the_catalog(tmp_path):
