@@ -404,8 +404,9 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
     cooccurrence = _load_full_model(settings, day, "cooccurrence") if "cooccurrence" in model_names else None
     if len(today):
         cold = rules.session_context(
-            rules.restrict_to_catalog(today, catalog_ids), k, cooccurrence,
+            today, k, cooccurrence,
             category_popular[category_popular[USER_COL].isin(today[USER_COL])], popular[popular[USER_COL].isin(today[USER_COL])],
+            catalog_ids=catalog_ids,
         )
         published = pd.concat([published[~published[USER_COL].isin(today[USER_COL])], cold], ignore_index=True)
         published = published.sort_values([USER_COL, RANK_COL]).reset_index(drop=True)

@@ -147,3 +147,15 @@ def test_choose_rerank_prefers_wider_coverage_among_ndcg_ties():
     # [12, 21]: both hits at rank 1 at best, so NDCG does not fall, and coverage grows from 3/5 to 4/5.
     assert plain["coverage@2"] == pytest.approx(0.6)
     assert chosen["coverage@2"] == pytest.approx(0.8) and chosen["ndcg@2"] >= plain["ndcg@2"]
+
+
+def test_session_context_recommends_only_catalog_products(spark):
+    from recsys.models.cooccurrence import CooccurrenceRecommender
+
+    history = _interactions([(u, i, 1.0, DAY - pd.Timedelta(days=3)) for u in (5, 6) for i in (10, 30, 31)])
+    neighbours = CooccurrenceRecommender().fit(spark, history)
+    today = _interactions([(1, 10, 1.0, DAY)])  # item 10 itself left the catalog; it still anchors neighbours
+    category_popular = pd.DataFrame({USER_COL: [1, 1], ITEM_COL: [40, 41], SCORE_COL: [2.0, 1.0], RANK_COL: [1, 2]})
+    popular = category_popular.iloc[:0]
+    recs = rules.session_context(today, 5, neighbours, category_popular, popular, catalog_ids=np.array([31, 41]))
+    assert recs[ITEM_COL].tolist() == [31, 41]

@@ -64,9 +64,13 @@ def add_reasons(recommendations: pd.DataFrame, items: pd.DataFrame, sequences: p
 
     anchor_label = pd.Series(np.nan, index=out.index, dtype=object)
     anchor_verb = pd.Series("viewed", index=out.index, dtype=object)
-    if cooccurrence is not None and len(out):
-        anchors = out[[USER_COL, ITEM_COL]].reset_index().merge(
-            cooccurrence_anchors(out, sequences, cooccurrence), on=[USER_COL, ITEM_COL]
+    # Only rows that co-occurrence may explain need an anchor: proposed by it, and not by the sequence model.
+    row_sources = out["sources"].fillna("").str.split(",")
+    needs_anchor = row_sources.map(lambda names: "cooccurrence" in names and "sequence" not in names)
+    if cooccurrence is not None and needs_anchor.any():
+        asked = out.loc[needs_anchor, [USER_COL, ITEM_COL]]
+        anchors = asked.reset_index().merge(
+            cooccurrence_anchors(asked, sequences, cooccurrence), on=[USER_COL, ITEM_COL]
         ).set_index("index")
         anchor_label.loc[anchors.index] = anchors["anchor_id"].map(labels).to_numpy()
         anchor_verb.loc[anchors.index] = anchors["anchor_event"].map({"purchase": "bought", "cart": "bought"}).fillna("viewed").to_numpy()

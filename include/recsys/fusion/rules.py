@@ -156,13 +156,16 @@ def cold_users(interactions: pd.DataFrame, day_start: pd.Timestamp) -> pd.DataFr
 
 
 def session_context(
-    today: pd.DataFrame, k: int, cooccurrence, category_popular: pd.DataFrame, popular: pd.DataFrame
+    today: pd.DataFrame, k: int, cooccurrence, category_popular: pd.DataFrame, popular: pd.DataFrame,
+    catalog_ids: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """k rows per cold user: co-occurrence neighbours of today's items, then category-popular, then popular.
 
     ``today``: the cold users' interactions (user, product, weight); ``cooccurrence``: a fitted
     :class:`~recsys.models.cooccurrence.CooccurrenceRecommender` or None; ``category_popular`` and
-    ``popular``: recommendation frames for those users (seen items already excluded).
+    ``popular``: recommendation frames for those users (seen items already excluded); ``catalog_ids``:
+    when given, only these products are recommended (today's items may be off-catalog and still say
+    what the user is after).
     """
     users = np.unique(today[USER_COL].to_numpy(np.int64))
     parts = []
@@ -172,7 +175,7 @@ def session_context(
     parts.append(popular.assign(sources="popularity"))
     frames = []
     for tier, frame in enumerate(parts):
-        frame = frame[frame[USER_COL].isin(users)].copy()
+        frame = restrict_to_catalog(frame[frame[USER_COL].isin(users)], catalog_ids).copy()
         # Earlier tiers first; within a tier, the tier's own order.
         frame[SCORE_COL] = -float(tier) - frame[RANK_COL].astype(np.float64) / (frame[RANK_COL].max() + 1 if len(frame) else 1)
         frames.append(frame[[USER_COL, ITEM_COL, SCORE_COL, "sources"]])
