@@ -1,7 +1,7 @@
-"""End to end under a real scheduler: the three training tasks of one DAG run execute at the same time.
+"""End to end under a real scheduler: the training tasks of one DAG run execute at the same time.
 
 `airflow dags test` (test_daily_dag.py) runs tasks one after another, so it cannot show what the README
-promises: that an executor running tasks in parallel trains the three models at once. Here the real
+promises: that an executor running tasks in parallel trains the models at once. Here the real
 Airflow 3 services run as separate processes on a temp AIRFLOW_HOME with the SQLite metadata DB:
 
 * ``airflow api-server --apps execution`` on a free port: the Execution API the task processes talk to;
@@ -11,7 +11,7 @@ Airflow 3 services run as separate processes on a temp AIRFLOW_HOME with the SQL
 The cron schedule is switched off (``[scheduler] use_job_schedule = False``) so the only run is the one
 triggered with ``airflow dags trigger --logical-date <ds>``. The test waits for that run to finish, then
 reads every task instance's start and end time with ``airflow tasks states-for-dag-run -o json`` and
-asserts that the three training intervals overlap pairwise. Every process started here is terminated
+asserts that the training intervals overlap pairwise. Every process started here is terminated
 (its whole process group and any escaped descendants) when the module is done, pass or fail.
 """
 
@@ -276,7 +276,7 @@ def test_training_tasks_overlap_in_time(scheduled_run):
     fuse_start = datetime.fromisoformat(tasks["fuse"]["start_date"])
     for task_id, (start, end) in intervals.items():
         assert features_end <= start < end <= fuse_start, (task_id, described)
-    # Pairwise overlap, and all three at once: the last to start began before the first to end finished.
+    # Pairwise overlap, and all at once: the last to start began before the first to end finished.
     for (a, (a_start, a_end)), (b, (b_start, b_end)) in combinations(intervals.items(), 2):
         assert max(a_start, b_start) < min(a_end, b_end), f"{a} and {b} did not overlap: {described}"
     assert max(s for s, _ in intervals.values()) < min(e for _, e in intervals.values()), described

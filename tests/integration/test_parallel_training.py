@@ -1,10 +1,10 @@
-"""The embedded SQLite MLflow store survives the three training tasks writing at once.
+"""The embedded SQLite MLflow store survives the training tasks writing at once.
 
-Under a parallel executor (LocalExecutor, Celery, Kubernetes) train_collaborative, train_content and
-train_sequence are three OS processes logging to one SQLite file. This test reproduces exactly that
-without Airflow: the features are built in-process, then three separate Python processes call
-``pipeline.train_model`` released by one start signal, each recording when its training started and
-ended. All three must finish, the three child runs must be in MLflow under the parent with their
+Under a parallel executor (LocalExecutor, Celery, Kubernetes) train_collaborative, train_content,
+train_sequence and train_cooccurrence are separate OS processes logging to one SQLite file. This test
+reproduces exactly that without Airflow: the features are built in-process, then one Python process per
+model calls ``pipeline.train_model``, all released by one start signal, each recording when its training
+started and ended. All must finish, every child run must be in MLflow under the parent with its
 metrics, and the recorded intervals must overlap (otherwise the test proved nothing about concurrency).
 """
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.spark
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "recsys_daily"
 AIRFLOW_RUN_ID = "manual__parallel_training_test"
-READY_TIMEOUT_S = 120  # imports of torch / mlflow / pyspark in three processes on two cores
+READY_TIMEOUT_S = 120  # imports of torch / mlflow / pyspark in four processes on two cores
 TRAIN_TIMEOUT_S = 240
 
 # Each worker: build the settings from the environment (as an Airflow task does), say it is ready,
@@ -105,7 +105,7 @@ def _start_workers(features: dict, control: Path, logs: Path) -> dict[str, tuple
     return workers
 
 
-def test_three_training_processes_share_the_sqlite_mlflow_store(features, tmp_path):
+def test_training_processes_share_the_sqlite_mlflow_store(features, tmp_path):
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -115,7 +115,7 @@ def test_three_training_processes_share_the_sqlite_mlflow_store(features, tmp_pa
     logs.mkdir()
     workers = _start_workers(features, control, logs)
     try:
-        # Release all three at once, after each has paid for its imports.
+        # Release them all at once, after each has paid for its imports.
         deadline = time.time() + READY_TIMEOUT_S
         while not all((control / f"{name}.ready").exists() for name in MODEL_NAMES):
             crashed = {name: p.returncode for name, (p, _) in workers.items() if p.poll() not in (None, 0)}
@@ -139,7 +139,7 @@ def test_three_training_processes_share_the_sqlite_mlflow_store(features, tmp_pa
         f"--- {name} (log {workers[name][1]})\n{_tail(workers[name][1])}" for name in failed
     )
     records = {name: json.loads((control / f"{name}.json").read_text()) for name in MODEL_NAMES}
-    assert len({r["pid"] for r in records.values()}) == 3  # three OS processes, not one
+    assert len({r["pid"] for r in records.values()}) == len(MODEL_NAMES)  # one OS process per model, not one
 
     # The training intervals overlapped: every process was still training when the last one started.
     latest_start = max(r["start"] for r in records.values())
@@ -147,7 +147,7 @@ def test_three_training_processes_share_the_sqlite_mlflow_store(features, tmp_pa
     spans = {n: f"{r['start'] - latest_start:+.2f}s .. {r['end'] - latest_start:+.2f}s" for n, r in records.items()}
     assert latest_start < earliest_end, f"training intervals did not overlap: {spans}"
 
-    # MLflow holds the three finished child runs under the parent, each with its held-out metrics.
+    # MLflow holds every finished child run under the parent, each with its held-out metrics.
     settings = features["settings"]
     mlflow.set_tracking_uri(settings.tracking_uri)
     experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
