@@ -26,10 +26,10 @@ def format_summary(summary: dict) -> str:
         f"  published : {summary['published_rows']:,} rows for {summary['users']:,} users -> {summary['warehouse']} (recsys.recommendations)",
         "",
         f"  held-out evaluation ({int(next(iter(evaluation.values()))['users']):,} users, last days of the window):",
-        "  " + f"{'model':<15}" + "".join(f"{c:>13}" for c in COLUMNS),
+        "  " + f"{'model':<20}" + "".join(f"{c:>13}" for c in COLUMNS),
     ]
     for name, row in evaluation.items():
-        lines.append("  " + f"{name:<15}" + "".join(f"{row.get(c, float('nan')):>13.4f}" for c in COLUMNS))
+        lines.append("  " + f"{name:<20}" + "".join(f"{row.get(c, float('nan')):>13.4f}" for c in COLUMNS))
     if best_name:
         hybrid, best = evaluation[HYBRID_NAME][f"ndcg@{EVAL_K}"], singles[best_name][f"ndcg@{EVAL_K}"]
         lift = (hybrid / best - 1) * 100 if best else float("nan")

@@ -102,12 +102,12 @@ def model_table(dag_run) -> dict[str, dict[str, float]]:
     order = [*MODEL_NAMES, *BASELINE_NAMES, HYBRID_NAME]
     lines = [
         f"MovieLens ml-latest-small, {DAYS} days ending {dag_run['ds']}: held-out evaluation (pipeline_runs.metrics)",
-        f"{'model':<15}" + "".join(f"{key:>13}" for key in TABLE_METRICS) + f"{'users':>8}",
+        f"{'model':<20}" + "".join(f"{key:>13}" for key in TABLE_METRICS) + f"{'users':>8}",
     ]
     for name in order + sorted(set(metrics) - set(order)):
         row = metrics.get(name, {})
         lines.append(
-            f"{name:<15}" + "".join(f"{row.get(key, float('nan')):>13.4f}" for key in TABLE_METRICS) + f"{int(row.get('users', 0)):>8}"
+            f"{name:<20}" + "".join(f"{row.get(key, float('nan')):>13.4f}" for key in TABLE_METRICS) + f"{int(row.get('users', 0)):>8}"
         )
     text = "\n".join(lines)
     (dag_run["root"] / "movielens_model_table.txt").write_text(text + "\n")
