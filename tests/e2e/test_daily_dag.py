@@ -7,31 +7,17 @@ partition is replaced, not duplicated.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from recsys.constants import BASELINE_NAMES, MODEL_NAMES
 
+from tests.e2e.airflow_stack import airflow_env, run_airflow
+
 pytestmark = pytest.mark.e2e
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 TOP_K = 20
-
-
-def _airflow(args: list[str], env: dict, log_path: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    with open(log_path, "w") as log:
-        result = subprocess.run(
-            [str(BIN / "airflow"), *args], env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO_ROOT
-        )
-    if result.returncode != 0:
-        tail = "\n".join(log_path.read_text().splitlines()[-60:])
-        pytest.fail(f"airflow {' '.join(args)} failed (rc={result.returncode}); log {log_path}:\n{tail}")
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +28,9 @@ def dag_run(tmp_path_factory):
     data_dir = root / "data"
     summary = generate(data_dir, GeneratorConfig(users=700, products=150, days=10, seed=7, bad_rows_fraction=0.003))
     ds = summary.end_date.isoformat()
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "RECSYS_DATA_DIR": str(data_dir),
-        "RECSYS_TOP_K": str(TOP_K),
-        "RECSYS_SPARK_MASTER": "local[2]",
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    _airflow(["db", "migrate"], env, root / "migrate.log", timeout=300)
-    _airflow(["dags", "test", "recsys_daily", ds], env, root / "run1.log")
+    env = airflow_env(root / "airflow", data_dir, RECSYS_TOP_K=str(TOP_K))
+    run_airflow(["db", "migrate"], env, root / "migrate.log", timeout=300)
+    run_airflow(["dags", "test", "recsys_daily", ds], env, root / "run1.log")
     return {"root": root, "data_dir": data_dir, "ds": ds, "env": env, "generated": summary}
 
 
@@ -140,7 +115,7 @@ def test_rerun_of_same_day_replaces_the_partition(dag_run):
     ds = dag_run["ds"]
     with _warehouse(dag_run["data_dir"]) as con:
         before = con.execute("select count(*) from recsys.recommendations where ds = ?", [ds]).fetchone()[0]
-    _airflow(["dags", "test", "recsys_daily", ds], dag_run["env"], dag_run["root"] / "run2.log")
+    run_airflow(["dags", "test", "recsys_daily", ds], dag_run["env"], dag_run["root"] / "run2.log")
     with _warehouse(dag_run["data_dir"]) as con:
         after = con.execute("select count(*) from recsys.recommendations where ds = ?", [ds]).fetchone()[0]
         duplicates = con.execute(

@@ -15,9 +15,6 @@ The held-out model table is printed (``pytest -s`` shows it) and written to
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -25,11 +22,11 @@ import pytest
 
 from recsys.constants import BASELINE_NAMES, EVAL_K, HYBRID_NAME, MODEL_NAMES
 
+from tests.e2e.airflow_stack import REPO_ROOT, airflow_env, run_airflow
+
 pytestmark = pytest.mark.e2e
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MOVIELENS = REPO_ROOT.parent / "shared" / "datasets" / "ml-latest-small"
-BIN = Path(sys.executable).parent
 TOP_K = 20
 DAYS = 30
 #: A fixed, past day (after the DAG's start_date) so the run is the same whenever the test runs.
@@ -39,17 +36,6 @@ TABLE_METRICS = (f"ndcg@{EVAL_K}", f"hr@{EVAL_K}", f"recall@{EVAL_K}", f"map@{EV
 #: sequence 0.278, cooccurrence 0.188, popularity 0.119, category_popularity 0.329, hybrid 0.231. The LSTM
 #: used to score 0.035 here (early-stopped at chance-level loss, see docs/ARCHITECTURE.md); every model
 #: and the hybrid must now beat popularity.
-
-
-def _airflow(args: list[str], env: dict, log_path: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
-    with open(log_path, "w") as log:
-        result = subprocess.run(
-            [str(BIN / "airflow"), *args], env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO_ROOT
-        )
-    if result.returncode != 0:
-        tail = "\n".join(log_path.read_text().splitlines()[-60:])
-        pytest.fail(f"airflow {' '.join(args)} failed (rc={result.returncode}); log {log_path}:\n{tail}")
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +51,9 @@ def dag_run(tmp_path_factory):
     data_dir = root / "data"
     converted = convert(MOVIELENS, data_dir, days=DAYS, end_date=END_DATE)
     ds = converted.end_date.isoformat()
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "RECSYS_DATA_DIR": str(data_dir),
-        "RECSYS_TOP_K": str(TOP_K),
-        "RECSYS_SPARK_MASTER": "local[2]",
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    _airflow(["db", "migrate"], env, root / "migrate.log", timeout=300)
-    _airflow(["dags", "test", "recsys_daily", ds], env, root / "run.log")
+    env = airflow_env(root / "airflow", data_dir, RECSYS_TOP_K=str(TOP_K))
+    run_airflow(["db", "migrate"], env, root / "migrate.log", timeout=300)
+    run_airflow(["dags", "test", "recsys_daily", ds], env, root / "run.log", timeout=1200)
     return {"root": root, "data_dir": data_dir, "ds": ds, "converted": converted}
 
 
