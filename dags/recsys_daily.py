@@ -20,45 +20,48 @@ warehouse table `recsys.recommendations`:
    `warehouse_default` connection for PostgreSQL) and records the run in `recsys.pipeline_runs`.
 
 Params: `top_k` (recommendations per user), `lookback_days` (history used, ending at `ds`).
-Backfill: `airflow backfill create --dag-id recsys_daily --from-date … --to-date …`.
+
+**Backfill**: `airflow backfill create --dag-id recsys_daily --from-date … --to-date …` (or `make backfill
+FROM=… TO=…`): each day is recomputed from the events up to that day only. One run at a time
+(`max_active_runs=1`), and the heavy tasks share the `recsys_compute` pool (4 slots; create it with
+`airflow pools set recsys_compute 4 "recsys Spark and training"`), so a long backfill cannot swamp the machine.
+
+**Assets**: `build_features` updates `recsys_feature_store`, `publish` updates `recsys_recommendations`
+(event extra: `ds`, rows); downstream DAGs can `schedule=[RECOMMENDATIONS]` (`recsys.orchestration`).
+
+**Failures**: every task retries (`RECSYS_RETRIES`, default 2) with exponential backoff from
+`RECSYS_RETRY_DELAY_SECONDS` (default 30). An unreachable MLflow server or PostgreSQL warehouse fails the
+task naming the endpoint, after the retries; publish replaces the day in one transaction, so a killed or
+failed publish leaves the previous copy of the day (or none), never a partial one. A day whose files hold
+no events is valid: the models are recomputed from the lookback window's history and published for it.
 """
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from recsys.constants import MODEL_NAMES
-
-SPARK_CONN_ID = "spark_default"
-WAREHOUSE_CONN_ID = "warehouse_default"
-
-
-def _connection(conn_id: str):
-    """The Airflow connection, or None when it is not defined (the embedded defaults apply)."""
-    from airflow.sdk import BaseHook
-
-    try:
-        return BaseHook.get_connection(conn_id)
-    except Exception as exc:  # noqa: BLE001 - "not defined" differs between Airflow versions
-        if "isn't defined" in str(exc) or "not found" in str(exc).lower() or type(exc).__name__ == "AirflowNotFoundException":
-            return None
-        raise
+from recsys.orchestration import (
+    COMPUTE_POOL, FEATURE_STORE, MLFLOW_CONN_ID, RECOMMENDATIONS, SPARK_CONN_ID, connection, default_args, warehouse_uri_for,
+)
 
 
 def _settings(context):
     """Settings from the environment, with this run's params and the Spark connection applied."""
     from recsys.config import load_settings
     from recsys.features.spark import spark_master_from_connection
+    from recsys.tracking import tracking_uri_from_connection
 
     params = context["params"]
-    spark = _connection(SPARK_CONN_ID)
+    spark = connection(SPARK_CONN_ID)
     master = spark_master_from_connection(spark.host, spark.port) if spark is not None else None
+    mlflow = connection(MLFLOW_CONN_ID)
+    tracking_uri = tracking_uri_from_connection(mlflow.conn_type, mlflow.host, mlflow.port, mlflow.schema) if mlflow else None
     return load_settings().with_overrides(
-        top_k=params.get("top_k"), lookback_days=params.get("lookback_days"), spark_master=master
+        top_k=params.get("top_k"), lookback_days=params.get("lookback_days"), spark_master=master,
+        mlflow_tracking_uri=tracking_uri,
     )
 
 
@@ -70,13 +73,7 @@ def _settings(context):
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "recsys",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=default_args(),
     params={
         "top_k": Param(20, type="integer", minimum=1, maximum=500, description="recommendations per user"),
         "lookback_days": Param(90, type="integer", minimum=3, maximum=730, description="days of history up to ds"),
@@ -85,20 +82,22 @@ def _settings(context):
     doc_md=__doc__,
 )
 def recsys_daily():
-    @task
+    @task(pool=COMPUTE_POOL)
     def validate_raw(**context) -> dict:
         from recsys import pipeline
 
         return pipeline.validate_raw(_settings(context), context["ds"], context["dag"].dag_id, context["run_id"])
 
-    @task
+    @task(pool=COMPUTE_POOL, outlets=[FEATURE_STORE])
     def build_features(validation: dict, **context) -> dict:
         from recsys import pipeline
 
         parent_run_id = validation["mlflow_parent_run_id"]
-        return {**pipeline.build_features(_settings(context), context["ds"], parent_run_id), "mlflow_parent_run_id": parent_run_id}
+        summary = pipeline.build_features(_settings(context), context["ds"], parent_run_id)
+        context["outlet_events"][FEATURE_STORE].extra = {"ds": context["ds"], "events": summary["events"], "users": summary["users"]}
+        return {**summary, "mlflow_parent_run_id": parent_run_id}
 
-    @task
+    @task(pool=COMPUTE_POOL)
     def train(model_name: str, features: dict, **context) -> dict:
         from recsys import pipeline
 
@@ -106,27 +105,26 @@ def recsys_daily():
         result = pipeline.train_model(_settings(context), context["ds"], model_name, parent_run_id)
         return {**result, "mlflow_parent_run_id": parent_run_id}
 
-    @task
+    @task(pool=COMPUTE_POOL)
     def fuse(trained: list[dict], **context) -> dict:
         from recsys import pipeline
 
         trained = list(trained)
         return pipeline.fuse(_settings(context), context["ds"], trained[0]["mlflow_parent_run_id"], trained)
 
-    @task
+    @task(outlets=[RECOMMENDATIONS])
     def publish(fused: dict, validation: dict, features: dict, **context) -> dict:
         from recsys import pipeline
-        from recsys.warehouse.uri import warehouse_uri
 
         settings = _settings(context)
-        conn = _connection(WAREHOUSE_CONN_ID)
-        uri = warehouse_uri(
-            settings.warehouse_path,
-            *((conn.conn_type, conn.host, conn.port, conn.login, conn.password, conn.schema) if conn else ()),
-        )
-        return pipeline.publish(
+        uri = warehouse_uri_for(settings)
+        summary = pipeline.publish(
             settings, context["ds"], uri, fused, validation, features, context["run_id"], validation["mlflow_parent_run_id"]
         )
+        context["outlet_events"][RECOMMENDATIONS].extra = {
+            "ds": context["ds"], "rows": summary["published_rows"], "users": summary["users"], "warehouse": summary["warehouse"],
+        }
+        return summary
 
     validation = validate_raw()
     features = build_features(validation)

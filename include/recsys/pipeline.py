@@ -20,6 +20,7 @@ import pandas as pd
 from recsys import tracking
 from recsys.config import Settings
 from recsys.constants import BASELINE_NAMES, EVAL_K, HYBRID_NAME, ITEM_COL, MODEL_NAMES, RANK_COL, SCORE_COL, STAGES, USER_COL
+from recsys.locks import day_data_lock
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def candidates_path(settings: Settings, ds: date, source: str, stage: str) -> Pa
 def validate_raw(settings: Settings, ds: str | date, dag_id: str, airflow_run_id: str) -> dict:
     """Validate the day's raw events, quarantine bad rows, open the MLflow parent run."""
     from recsys.features.spark import get_spark
-    from recsys.quality.validation import DataQualityError, validate_day
+    from recsys.quality.validation import validate_day
 
     day = parse_ds(ds)
     parent_run_id = tracking.ensure_parent_run(settings, dag_id, airflow_run_id, day.isoformat())
@@ -67,6 +68,13 @@ def validate_raw(settings: Settings, ds: str | date, dag_id: str, airflow_run_id
         reports_dir=settings.data_dir / "quality" / "reports",
         max_quarantine_fraction=settings.quarantine_max_fraction,
     )
+    with day_data_lock(settings.data_dir):  # another day's run may be validating the same history
+        return _validate_window(settings, day, validate, parent_run_id)
+
+
+def _validate_window(settings: Settings, day: date, validate, parent_run_id: str) -> dict:
+    from recsys.quality.validation import DataQualityError
+
     # History days of the window that landed but were never validated (first run, late files) are
     # validated once here, without rebuilding Data Docs for each; a bad history day is left out with
     # a warning instead of blocking today.
@@ -110,7 +118,8 @@ def build_features(settings: Settings, ds: str | date, parent_run_id: str | None
 
     day = parse_ds(ds)
     spark = get_spark(settings, app_name=f"build_features {day}")
-    summary = build(spark, settings, day)
+    with day_data_lock(settings.data_dir):  # partials of shared history days may be rebuilt by one run at a time
+        summary = build(spark, settings, day)
     from recsys.quality.features import check_features
 
     # Feature-level GX expectations: FeatureQualityError stops the run before any model trains on bad tables.

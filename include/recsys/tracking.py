@@ -41,6 +41,21 @@ def retry_locked(fn: Callable[..., T], *args, attempts: int = 12, **kwargs) -> T
     raise AssertionError("unreachable")
 
 
+def tracking_uri_from_connection(conn_type: str | None, host: str | None, port: int | None, path: str | None = None) -> str:
+    """The tracking URI of an Airflow ``mlflow_default`` connection: ``http(s)://host[:port][/path]``.
+
+    ``host`` may already carry the scheme (``http://mlflow``), as people often type it in the UI.
+    """
+    if not host:
+        raise ValueError("the mlflow_default connection has no host; set it to the tracking server, e.g. http://mlflow:5000")
+    scheme = "https" if (conn_type or "").lower() == "https" else "http"
+    if "://" in host:
+        scheme, host = host.split("://", 1)
+    address = f"{host.rstrip('/')}:{port}" if port else host.rstrip("/")
+    suffix = f"/{path.strip('/')}" if path and path.strip("/") else ""
+    return f"{scheme}://{address}{suffix}"
+
+
 def configure(settings: "Settings") -> str:
     """Point MLflow at the configured store and return the experiment id (created if missing)."""
     import mlflow

@@ -72,3 +72,26 @@ def test_dag_files_import_nothing_heavy_at_module_level(dag_file):
             names = [node.module or ""]
         for name in names:
             assert not name.startswith(HEAVY_MODULES), f"{dag_file.name} imports {name} at module level"
+
+
+def test_heavy_tasks_share_the_compute_pool(dagbag):
+    from recsys.orchestration import COMPUTE_POOL
+
+    dag = dagbag.dags["recsys_daily"]
+    heavy = {"validate_raw", "build_features", "fuse"} | TRAIN_TASKS
+    assert {t.task_id for t in dag.tasks if t.pool == COMPUTE_POOL} == heavy
+    assert dag.max_active_runs == 1  # backfills run day after day, never several at once
+
+
+def test_assets_feature_store_and_recommendations(dagbag):
+    from recsys.orchestration import FEATURE_STORE, RECOMMENDATIONS
+
+    dag = dagbag.dags["recsys_daily"]
+    assert dag.get_task("build_features").outlets == [FEATURE_STORE]
+    assert dag.get_task("publish").outlets == [RECOMMENDATIONS]
+    producers = {t.task_id for t in dag.tasks if t.outlets}
+    assert producers == {"build_features", "publish"}
+    # The bundled consumer is scheduled on the published recommendations, not on a clock.
+    consumer = dagbag.dags["recsys_export_latest"]
+    assert type(consumer.timetable).__name__ == "AssetTriggeredTimetable"
+    assert list(consumer.timetable.asset_condition.objects) == [RECOMMENDATIONS]

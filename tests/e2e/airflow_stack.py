@@ -1,87 +1,33 @@
-"""The real Airflow 3 command line and services for the end-to-end tests, in one place.
+"""The real Airflow 3 command line and services for the end-to-end tests.
 
-* :func:`airflow_env` builds the environment of a fresh AIRFLOW_HOME on a temp data dir (SQLite metadata,
-  the project's dags/ and plugins/, no MLflow server: the file store under the data dir).
-* :func:`run_airflow` / :func:`airflow_cli` run one CLI command to completion (to a log file / captured).
-* :class:`Services` starts long-running services (api-server, dag-processor, scheduler, workers), each
-  the leader of its own process group logging to its own file, and stops every one of them, escaped
-  descendants included, pass or fail.
-* :func:`scheduler_env` adds what a real scheduler needs (LocalExecutor, an api-server port, one JWT
-  secret for all services, no cron runs: only what a test triggers).
+The machinery lives in :mod:`recsys.local_airflow` (``make backfill`` and ``bench/e2e.py`` use it too);
+this module adds what tests want on top: Spark pinned to ``local[2]``, CLI failures as test failures with
+the command's output, waiting for a DAG to be parsed by reading the SQLite metadata DB.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-DAG_ID = "recsys_daily"
-STARTUP_TIMEOUT_S = 180  # api-server healthy and the DAG parsed into the metadata DB
-TERMINAL_STATES = {"success", "failed"}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 60) -> str:
-    if not path.exists():
-        return f"({path} does not exist)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+from recsys import local_airflow
+from recsys.local_airflow import (  # noqa: F401 - re-exported for the tests
+    BIN, DAG_ID, REPO_ROOT, STARTUP_TIMEOUT_S, TERMINAL_STATES, AirflowError, free_port, http_ok, json_output, tail,
+)
 
 
 def airflow_env(airflow_home: Path, data_dir: Path, **extra: str) -> dict:
-    """Environment of the Airflow CLI on a fresh AIRFLOW_HOME (SQLite) and the given data dir."""
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "RECSYS_DATA_DIR": str(data_dir),
-        "RECSYS_SPARK_MASTER": "local[2]",
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-        **extra,
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # the default: SQLite in AIRFLOW_HOME
-    return env
+    """Environment of the Airflow CLI on a fresh AIRFLOW_HOME (SQLite) and the given data dir, Spark local[2]."""
+    return local_airflow.airflow_env(airflow_home, data_dir, **{"RECSYS_SPARK_MASTER": "local[2]", **extra})
 
 
-def scheduler_env(airflow_home: Path, data_dir: Path, port: int, **extra: str) -> dict:
-    """:func:`airflow_env` for real services: LocalExecutor, the api-server on ``port``, shared secrets."""
-    return airflow_env(
-        airflow_home,
-        data_dir,
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__CORE__PARALLELISM="4",
-        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
-        # Only the runs a test triggers: no cron run for "yesterday" competing for max_active_runs=1.
-        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
-        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
-        AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
-        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        # The scheduler signs the task tokens the api-server verifies: one secret for all services.
-        AIRFLOW__API_AUTH__JWT_SECRET=os.urandom(24).hex(),
-        AIRFLOW__API__SECRET_KEY=os.urandom(24).hex(),
-        **extra,
+def scheduler_env(airflow_home: Path, data_dir: Path, port: int, schedule_runs: bool = False, **extra: str) -> dict:
+    """:func:`recsys.local_airflow.scheduler_env` with Spark local[2]."""
+    return local_airflow.scheduler_env(
+        airflow_home, data_dir, port, schedule_runs=schedule_runs, **{"RECSYS_SPARK_MASTER": "local[2]", **extra}
     )
 
 
@@ -98,20 +44,10 @@ def run_airflow(args: list[str], env: dict, log_path: Path, timeout: int = 900) 
 
 def airflow_cli(args: list[str], env: dict, timeout: int = 300) -> str:
     """Run an Airflow CLI command to completion; its stdout, or a test failure with its output."""
-    result = subprocess.run(
-        [str(BIN / "airflow"), *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
-    )
-    if result.returncode != 0:
-        pytest.fail(f"airflow {' '.join(args)} failed (rc={result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result.stdout
-
-
-def json_output(stdout: str):
-    """The JSON document in a CLI's stdout (Airflow may print warnings on stdout before it)."""
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(("[", "{")):
-            return json.loads(line)
-    raise AssertionError(f"no JSON in the CLI output:\n{stdout[-4000:]}")
+    try:
+        return local_airflow.cli(args, env, timeout=timeout)
+    except AirflowError as exc:
+        pytest.fail(str(exc))
 
 
 def query_sqlite(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
@@ -120,105 +56,14 @@ def query_sqlite(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
         return con.execute(sql, params).fetchall()
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)  # start_new_session=True made pid the group id
-    except ProcessLookupError:
-        pass
-
-
-class Services:
-    """Airflow services of one test module, each a process-group leader logging to ``root/<name>.log``."""
-
-    def __init__(self, root: Path, env: dict):
-        self.root, self.env = root, env
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, args: list[str]) -> None:
-        with open(self.root / f"{name}.log", "w") as log:
-            self.processes[name] = subprocess.Popen(
-                [str(BIN / "airflow"), *args], env=self.env, cwd=REPO_ROOT,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+class Services(local_airflow.Services):
+    """:class:`recsys.local_airflow.Services`; ``start_scheduler_stack`` can also wait for a DAG to be parsed."""
 
     def start_scheduler_stack(self, port: int, metadata_db: Path | None = None, dag_id: str = DAG_ID) -> None:
-        """api-server (Execution API only), dag-processor and scheduler; returns once ``dag_id`` is parsed."""
-        self.start("api-server", ["api-server", "--apps", "execution"])
-        self.start("dag-processor", ["dag-processor"])
-        self.start("scheduler", ["scheduler", "--skip-serve-logs"])
-        self.wait("the Execution API", lambda: http_ok(f"http://127.0.0.1:{port}/execution/health"), STARTUP_TIMEOUT_S)
+        super().start_scheduler_stack(port)
         if metadata_db is not None:
             self.wait(
                 f"{dag_id} to be parsed",
                 lambda: query_sqlite(metadata_db, "select 1 from serialized_dag where dag_id = ?", (dag_id,)),
                 STARTUP_TIMEOUT_S,
             )
-
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                pytest.fail(f"airflow {name} exited with rc={process.returncode}:\n{tail(self.root / f'{name}.log')}")
-
-    def wait(self, what: str, ready, timeout: float, interval: float = 2.0):
-        """Poll ``ready()`` until it returns something truthy (returned), failing with the services' logs."""
-        deadline = time.time() + timeout
-        while True:
-            self.check_alive()
-            value = ready()
-            if value:
-                return value
-            if time.time() > deadline:
-                pytest.fail(
-                    f"timed out after {timeout:.0f}s waiting for {what}; service logs:\n"
-                    + "\n".join(f"--- {name}\n{tail(self.root / f'{name}.log', 30)}" for name in self.processes)
-                )
-            time.sleep(interval)
-
-    def stop(self) -> None:
-        """SIGTERM each service's process group, then SIGKILL whatever (incl. escaped descendants) is left."""
-        import psutil
-
-        descendants = []
-        for process in self.processes.values():
-            try:
-                descendants += psutil.Process(process.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                pass
-        for process in self.processes.values():
-            if process.poll() is None:
-                _signal_group(process.pid, signal.SIGTERM)
-        deadline = time.time() + 30
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                pass
-        for process in self.processes.values():
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait()
-        for child in descendants:
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(descendants, timeout=10)
-
-    def all_gone(self) -> bool:
-        """True when every started service exited and its process group is empty."""
-        for process in self.processes.values():
-            if process.returncode is None:
-                return False
-            try:
-                os.killpg(process.pid, 0)
-                return False
-            except ProcessLookupError:
-                pass
-        return True

@@ -136,31 +136,20 @@ def test_missing_column_names_only_the_bad_file_and_the_column(spark, tmp_path):
     assert day.nothing_written()
 
 
-def test_header_only_file_is_a_clear_error(spark, tmp_path):
+def test_header_only_file_is_an_empty_day_not_an_error(spark, tmp_path):
+    """Zero events landed: the day validates as empty (the DAG then recomputes from history)."""
     day = Day(tmp_path)
     day.write("events.csv", HEADER + "\n")
 
-    with pytest.raises(DataQualityError) as error:
-        day.validate(spark)
+    report = day.validate(spark)
 
-    message = str(error.value)
-    assert "ds=2019-10-01" in message and "a header but no events" in message
-    assert str(day.folder / "events.csv") in message
-    assert "Re-land the day's data, or skip this date" in message
-    assert day.nothing_written()
-
-
-def test_empty_day_folder_is_a_clear_error(spark, tmp_path):
-    day = Day(tmp_path)
-    day.write("README.txt", "not an event file")  # ignored: not *.csv, *.csv.gz or *.parquet
-
-    with pytest.raises(DataQualityError) as error:
-        day.validate(spark)
-
-    message = str(error.value)
-    assert f"no raw event files for ds=2019-10-01 in {day.folder}" in message
-    assert "*.csv, *.csv.gz or *.parquet" in message and "Land the day's files there" in message
-    assert day.nothing_written()
+    assert (report.raw_rows, report.clean_rows, report.quarantined_rows) == (0, 0, 0)
+    assert set(report.rule_counts) == set(ALL_RULES) and not any(report.rule_counts.values())
+    assert report.quarantine_path == "" and not day.quarantine_day.exists()
+    clean = spark.read.parquet(str(day.clean_day))
+    assert clean.count() == 0
+    assert clean.schema == spark.createDataFrame([], CLEAN_SCHEMA).schema
+    assert json.loads(Path(report.report_path).read_text())["raw_rows"] == 0
 
 
 def test_missing_day_folder_is_a_clear_error(spark, tmp_path):

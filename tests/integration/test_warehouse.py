@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 import threading
 import time
 import uuid
@@ -750,3 +751,51 @@ def test_utf8_bytes_are_stored_as_text(backend: Backend):
     warehouse = backend.open()
     warehouse.publish_partition(DAY_1, frame, run_record())
     assert warehouse.read_partition(DAY_1)["reason"].tolist() == ["café"] * 9
+
+
+def test_unreachable_postgres_names_the_endpoint_and_hides_the_password():
+    """A refused connection fails fast with host:port/database and what to check, never the password."""
+    from recsys.warehouse.writer import WarehouseUnavailableError, open_warehouse
+
+    with socket.socket() as probe:  # a port nothing listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        with pytest.raises(WarehouseUnavailableError) as error:
+            open_warehouse(f"postgresql://recsys:s3cret@127.0.0.1:{port}/recsys")
+    message = str(error.value)
+    assert f"127.0.0.1:{port}/recsys" in message
+    assert "warehouse_default" in message and "nothing was published" in message
+    assert "s3cret" not in message
+
+
+def test_duckdb_second_process_waits_for_the_first_instead_of_failing(tmp_path: Path):
+    """Two processes on one DuckDB file (two days' publishes, or publish and the export DAG): the second waits."""
+    import subprocess
+    import sys
+
+    from recsys.warehouse.writer import open_warehouse
+
+    uri = f"duckdb://{tmp_path / 'warehouse.duckdb'}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time\n"
+            "from recsys.warehouse.writer import open_warehouse\n"
+            f"w = open_warehouse({uri!r}); w.ensure_schema()\n"
+            "print('open', flush=True); time.sleep(3)\n"
+            "import pandas as pd\n"
+            "frame = pd.DataFrame({'user_id': [1], 'rank': [1], 'product_id': [7], 'score': [0.5], 'sources': ['x'], 'reason': ['r'], 'run_id': ['other']})\n"
+            f"w.publish_partition('2024-03-01', frame, {run_record()!r}); w.close()\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        started = time.monotonic()
+        with open_warehouse(uri) as warehouse:  # blocks until the other process closes, then sees its day
+            waited = time.monotonic() - started
+            read_back = warehouse.read_partition("2024-03-01")
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+    assert waited > 1.0
+    assert read_back["run_id"].tolist() == ["other"]

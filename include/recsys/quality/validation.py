@@ -436,6 +436,31 @@ class ValidationReport:
         return {**self.__dict__, "quarantined_fraction": self.quarantined_fraction}
 
 
+def _empty_day(typed: "DataFrame", ds: date, files: list[Path], clean_events_dir: Path, reports_dir: Path) -> ValidationReport:
+    """A day whose files hold a header and no events: a quiet day, not an error.
+
+    The day's clean partition is written empty (with the schema), so the feature build sees a validated
+    day with nothing in it and recomputes everything from the rest of the lookback window. No rule ran on
+    zero rows, so there is no quarantine and no Data Docs page. A *missing* day folder stays an error
+    (:func:`list_day_files`): late data must not be mistaken for a quiet day.
+    """
+    clean_path = Path(clean_events_dir) / f"ds={ds.isoformat()}"
+    typed.select(*RAW_COLUMNS).write.mode("overwrite").parquet(str(clean_path))
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    report_path = reports_dir / f"ds={ds.isoformat()}.json"
+    report = ValidationReport(
+        ds.isoformat(), 0, 0, 0, {rule.name: 0 for rule in _rules()}, str(clean_path), "", None, str(report_path)
+    )
+    report_path.write_text(json.dumps(report.as_dict(), indent=2))
+    log.warning(
+        "ds=%s: the raw files hold a header but no events (%s): validated as an empty day; recommendations "
+        "for it are recomputed from the lookback window's history",
+        ds, ", ".join(str(f) for f in files),
+    )
+    return report
+
+
 def validate_day(
     spark: "SparkSession",
     ds: date,
@@ -471,10 +496,8 @@ def validate_day(
             "Check or re-land the files."
         ) from exc
     if raw_rows == 0:
-        raise DataQualityError(
-            f"ds={ds}: the raw files hold a header but no events ({', '.join(str(f) for f in files)}). "
-            "Re-land the day's data, or skip this date."
-        )
+        typed.unpersist()
+        return _empty_day(typed, ds, files, clean_events_dir, reports_dir)
 
     gx_counts, docs_page = run_expectations(typed.drop(*[c for c in typed.columns if c.startswith("_raw_")]), ds, docs_dir)
 

@@ -54,6 +54,7 @@ __all__ = [
     "validate_recommendations",
     "copy_csv",
     "SUPPORTED_SCHEMES",
+    "WarehouseUnavailableError",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,13 @@ _COUNT_KEYS = ("raw_rows", "clean_rows", "quarantined_rows", "users", "items", "
 _INT64_MAX = np.iinfo(np.int64).max
 #: Rows per CSV chunk handed to COPY (about 5 MB of text for a typical recommendation row).
 COPY_CHUNK_ROWS = 65_536
+#: Seconds to wait for the PostgreSQL warehouse to answer before the publish fails (and Airflow retries).
+CONNECT_TIMEOUT_S = 10
+
+
+class WarehouseUnavailableError(ConnectionError):
+    """The warehouse server could not be reached; the message names host:port/database, never the password."""
+
 
 BeforeSwapHook = Callable[[], None]
 
@@ -443,6 +451,47 @@ _DUCKDB_WRITE_LOCKS: dict[str, threading.Lock] = {}
 _DUCKDB_WRITE_LOCKS_GUARD = threading.Lock()
 
 
+class _ProcessFileLock:
+    """An exclusive flock on a file, shared by every warehouse instance of this process on the same database.
+
+    DuckDB lets one process open a file read-write, and connections within that process share one database
+    instance; so other *processes* (another day's publish, the export DAG) must wait for this one, while
+    instances in this process (threads, tests) must not wait for each other. The first instance takes the
+    flock, the last one to close releases it; the kernel releases it too if the process dies.
+    """
+
+    _held: dict[str, list] = {}  # path -> [open file holding the flock, number of instances]
+    _guard = threading.Lock()
+
+    def __init__(self, path: Path) -> None:
+        import fcntl
+
+        self.path = str(path)
+        with self._guard:
+            entry = self._held.get(self.path)
+            if entry is None:
+                handle = open(path, "a+")  # noqa: SIM115 - held until the last instance closes
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    logger.info("waiting for another process to close the DuckDB warehouse (%s)", path)
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                entry = self._held[self.path] = [handle, 0]
+            entry[1] += 1
+        self._open = True
+
+    def close(self) -> None:
+        with self._guard:
+            if not self._open:
+                return
+            self._open = False
+            entry = self._held[self.path]
+            entry[1] -= 1
+            if entry[1] == 0:
+                entry[0].close()  # closing the file releases the flock
+                del self._held[self.path]
+
+
 def _duckdb_write_lock(path: Path) -> threading.Lock:
     with _DUCKDB_WRITE_LOCKS_GUARD:
         return _DUCKDB_WRITE_LOCKS.setdefault(str(path), threading.Lock())
@@ -466,7 +515,14 @@ class DuckDBWarehouse(Warehouse):
             raise ValueError(f"DuckDBWarehouse: the database path must be absolute (duckdb:///abs/path.duckdb), got {str(path)!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = _duckdb_write_lock(self.path.resolve())
-        self._connection = duckdb.connect(str(self.path))
+        # DuckDB admits one process per file: other processes (another day's publish, the export DAG) wait
+        # here for this one to close, instead of failing on "Could not set lock on file".
+        self._process_lock = _ProcessFileLock(self.path.with_name(self.path.name + ".lock"))
+        try:
+            self._connection = duckdb.connect(str(self.path))
+        except BaseException:
+            self._process_lock.close()
+            raise
 
     def ensure_schema(self) -> None:
         connection = self._connection
@@ -550,6 +606,7 @@ class DuckDBWarehouse(Warehouse):
 
     def close(self) -> None:
         self._connection.close()
+        self._process_lock.close()
 
 
 class PostgresWarehouse(Warehouse):
@@ -580,7 +637,14 @@ class PostgresWarehouse(Warehouse):
 
         self._psycopg = psycopg
         # Autocommit, with explicit transaction blocks: nothing is ever left open between calls.
-        self._connection = psycopg.connect(conninfo, autocommit=True)
+        try:
+            self._connection = psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        except psycopg.OperationalError as exc:
+            raise WarehouseUnavailableError(
+                f"cannot reach the PostgreSQL warehouse at {_endpoint(conninfo)}: {str(exc).strip().splitlines()[0][:300]}. "
+                "Check the warehouse_default connection (host, port, database, login) and that the server is up; "
+                "nothing was published."
+            ) from exc
 
     def _schema_lock_key(self) -> str:
         return f"recsys.ensure_schema:{self.schema}"
@@ -742,6 +806,14 @@ def _drop_staging_quietly(drop: Callable[[], Any]) -> None:
         drop()
     except Exception:  # noqa: BLE001
         logger.warning("could not drop a staging table; it disappears when the connection closes", exc_info=True)
+
+
+def _endpoint(conninfo: str) -> str:
+    """host:port/database of a PostgreSQL URI, without the login or password (for error messages)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(conninfo)
+    return f"{parts.hostname}:{parts.port or 5432}{parts.path or ''}"
 
 
 def open_warehouse(uri: str, schema: str = DEFAULT_SCHEMA) -> Warehouse:

@@ -1,0 +1,330 @@
+"""Run the real Airflow 3 services on this machine, and backfills through them: ``make backfill``.
+
+``airflow backfill create`` only *creates* the runs; a scheduler executes them. On a laptop or a single
+VM there may be none running, so ``python -m recsys.local_airflow backfill --from-date … --to-date …``
+(what ``make backfill FROM=… TO=…`` calls):
+
+1. migrates the metadata DB, creates the ``recsys_compute`` pool and parses ``dags/`` into the DB;
+2. starts ``airflow api-server --apps execution``, ``airflow dag-processor`` and ``airflow scheduler``
+   (LocalExecutor), each in its own process group with its log under ``$AIRFLOW_HOME/services/``;
+3. runs ``airflow backfill create --dag-id recsys_daily --from-date … --to-date …`` and logs each day's
+   progress until every run has finished;
+4. stops every service it started (SIGTERM, then SIGKILL), and exits non-zero naming the failed days.
+
+If a scheduler of yours is already running against the same ``AIRFLOW_HOME``, use
+``airflow backfill create`` directly instead. The same classes start the services in the end-to-end
+tests and in ``bench/e2e.py``. Nothing here is imported by the DAGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+log = logging.getLogger("recsys.local_airflow")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+DAG_ID = "recsys_daily"
+TERMINAL_STATES = {"success", "failed"}
+STARTUP_TIMEOUT_S = 180
+
+
+class AirflowError(RuntimeError):
+    """An Airflow command or service failed; the message carries its output."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    if not path.exists():
+        return f"({path} does not exist)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def airflow_env(airflow_home: Path, data_dir: Path, **extra: str) -> dict:
+    """Environment of the Airflow CLI on ``airflow_home`` (SQLite metadata) and the given data dir."""
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "RECSYS_DATA_DIR": str(data_dir),
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        **extra,
+    }
+    if "MLFLOW_TRACKING_URI" not in extra:
+        env.pop("MLFLOW_TRACKING_URI", None)  # the embedded store under the data dir unless given
+    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # the default: SQLite in AIRFLOW_HOME
+    return env
+
+
+def scheduler_env(airflow_home: Path, data_dir: Path, port: int, schedule_runs: bool = False, **extra: str) -> dict:
+    """:func:`airflow_env` for real services: LocalExecutor, the api-server on ``port``, one set of secrets.
+
+    With ``schedule_runs`` off (``[scheduler] use_job_schedule``) the scheduler creates no runs of its own,
+    neither cron runs nor Asset-triggered ones: only what is triggered or backfilled runs. Turn it on to
+    see Asset-triggered DAGs run (recsys_daily then also gets its cron run for yesterday).
+    """
+    return airflow_env(
+        airflow_home,
+        data_dir,
+        **{
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(schedule_runs),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            # The scheduler signs the task tokens the api-server verifies: one secret for all services.
+            "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(24).hex(),
+            "AIRFLOW__API__SECRET_KEY": os.urandom(24).hex(),
+            **extra,
+        },
+    )
+
+
+def cli(args: list[str], env: dict, timeout: int = 300) -> str:
+    """Run an Airflow CLI command to completion; its stdout, or :class:`AirflowError` with its output."""
+    result = subprocess.run(
+        [str(BIN / "airflow"), *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        raise AirflowError(
+            f"airflow {' '.join(args)} failed (rc={result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+    return result.stdout
+
+
+def json_output(stdout: str):
+    """The JSON document in a CLI's stdout (Airflow may print warnings on stdout before it)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(("[", "{")):
+            return json.loads(line)
+    raise AirflowError(f"no JSON in the CLI output:\n{stdout[-4000:]}")
+
+
+def prepare(env: dict, pool_slots: int | None = None) -> None:
+    """Migrate the metadata DB, create the compute pool and parse the DAGs into the DB (idempotent)."""
+    from recsys.orchestration import COMPUTE_POOL, COMPUTE_POOL_SLOTS
+
+    cli(["db", "migrate"], env, timeout=600)
+    cli(["pools", "set", COMPUTE_POOL, str(pool_slots or COMPUTE_POOL_SLOTS), "recsys Spark, training and fusion"], env)
+    cli(["dags", "reserialize"], env, timeout=600)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # start_new_session=True made pid the group id
+    except ProcessLookupError:
+        pass
+
+
+class Services:
+    """Airflow services, each a process-group leader logging to ``root/<name>.log``; ``stop()`` ends them all."""
+
+    def __init__(self, root: Path, env: dict):
+        self.root, self.env = Path(root), env
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, args: list[str]) -> None:
+        with open(self.root / f"{name}.log", "w") as log_file:
+            self.processes[name] = subprocess.Popen(
+                [str(BIN / "airflow"), *args], env=self.env, cwd=REPO_ROOT,
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def start_scheduler_stack(self, port: int) -> None:
+        """api-server (Execution API only), dag-processor and scheduler; returns once the API answers."""
+        self.start("api-server", ["api-server", "--apps", "execution"])
+        self.start("dag-processor", ["dag-processor"])
+        self.start("scheduler", ["scheduler", "--skip-serve-logs"])
+        self.wait("the Execution API", lambda: http_ok(f"http://127.0.0.1:{port}/execution/health"), STARTUP_TIMEOUT_S)
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise AirflowError(f"airflow {name} exited with rc={process.returncode}:\n{tail(self.root / f'{name}.log')}")
+
+    def wait(self, what: str, ready, timeout: float, interval: float = 2.0):
+        """Poll ``ready()`` until it returns something truthy (returned); :class:`AirflowError` with the logs on timeout."""
+        deadline = time.time() + timeout
+        while True:
+            self.check_alive()
+            value = ready()
+            if value:
+                return value
+            if time.time() > deadline:
+                raise AirflowError(
+                    f"timed out after {timeout:.0f}s waiting for {what}; service logs:\n"
+                    + "\n".join(f"--- {name}\n{tail(self.root / f'{name}.log', 30)}" for name in self.processes)
+                )
+            time.sleep(interval)
+
+    def stop(self) -> None:
+        """SIGTERM each service's process group, then SIGKILL whatever (incl. escaped descendants) is left."""
+        import psutil
+
+        descendants = []
+        for process in self.processes.values():
+            try:
+                descendants += psutil.Process(process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
+        for process in self.processes.values():
+            if process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.time() + 30
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                pass
+        for process in self.processes.values():
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+        for child in descendants:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(descendants, timeout=10)
+
+    def all_gone(self) -> bool:
+        """True when every started service exited and its process group is empty."""
+        for process in self.processes.values():
+            if process.returncode is None:
+                return False
+            try:
+                os.killpg(process.pid, 0)
+                return False
+            except ProcessLookupError:
+                pass
+        return True
+
+
+def dag_runs(env: dict, dag_id: str = DAG_ID) -> list[dict]:
+    """Every run of ``dag_id`` as the CLI lists it (run_id, logical_date, state, start/end dates)."""
+    return json_output(cli(["dags", "list-runs", dag_id, "-o", "json"], env)) or []
+
+
+def run_day(run: dict) -> str:
+    return str(run.get("logical_date") or "")[:10]
+
+
+def create_backfill(env: dict, start: date, end: date, reprocess: str = "completed", max_active_runs: int = 1,
+                    dag_id: str = DAG_ID) -> None:
+    """``airflow backfill create`` for ``start..end`` (inclusive); ``reprocess=completed`` recomputes every day.
+
+    A backfill ignores the DAG's own ``max_active_runs`` (Airflow's default for backfills is 10), so it is
+    passed explicitly: one day at a time is the fastest on 2 cores, since each run already trains four
+    models side by side. Overlapping days are safe (see ``recsys.locks``), only slower.
+    """
+    cli(
+        ["backfill", "create", "--dag-id", dag_id, "--from-date", start.isoformat(), "--to-date", end.isoformat(),
+         "--reprocess-behavior", reprocess, "--max-active-runs", str(max_active_runs)],
+        env,
+    )
+
+
+def wait_for_days(services: Services, env: dict, days: list[date], timeout: float, dag_id: str = DAG_ID,
+                  interval: float = 10.0) -> dict[str, str]:
+    """Wait until the runs for every day in ``days`` are finished, logging each change; {day: state}."""
+    wanted = {d.isoformat() for d in days}
+    seen: dict[str, str] = {}
+
+    def finished():
+        states = {}
+        for run in dag_runs(env, dag_id):
+            if run_day(run) in wanted:
+                states[run_day(run)] = run.get("state")
+        for day, state in sorted(states.items()):
+            if seen.get(day) != state:
+                log.info("%s ds=%s: %s", dag_id, day, state)
+                seen[day] = state
+        done = [d for d, s in states.items() if s in TERMINAL_STATES]
+        return states if len(done) == len(wanted) else None
+
+    return services.wait(f"{len(wanted)} {dag_id} run(s) to finish", finished, timeout, interval=interval)
+
+
+def backfill(airflow_home: Path, data_dir: Path, start: date, end: date, max_active_runs: int = 1,
+             timeout_per_day_s: float = 1800) -> dict[str, str]:
+    """Start the services, backfill ``start..end``, wait for every day, stop the services; {day: state}."""
+    from datetime import timedelta
+
+    if end < start:
+        raise ValueError(f"the backfill's --to-date {end} is before its --from-date {start}")
+    days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
+    port = free_port()
+    env = scheduler_env(Path(airflow_home), Path(data_dir), port)
+    services = Services(Path(airflow_home) / "services", env)
+    log.info("preparing %s (metadata DB, pool, DAG parsing)", airflow_home)
+    prepare(env)
+    try:
+        services.start_scheduler_stack(port)
+        log.info("services up (logs: %s); backfilling %s for %s..%s (%d day(s))", services.root, DAG_ID, start, end, len(days))
+        started = time.time()
+        create_backfill(env, start, end, max_active_runs=max_active_runs)
+        states = wait_for_days(services, env, days, timeout=timeout_per_day_s * len(days))
+        log.info("backfill finished in %.0fs: %s", time.time() - started, json.dumps(states))
+        return states
+    finally:
+        services.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recsys.local_airflow", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("backfill", help="backfill recsys_daily for a date range on local Airflow services")
+    run.add_argument("--from-date", required=True, type=date.fromisoformat)
+    run.add_argument("--to-date", required=True, type=date.fromisoformat)
+    run.add_argument("--max-active-runs", type=int, default=1, help="days run at once (default 1)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # `kill` or Ctrl-C must still stop the services this process started (the `finally` in backfill()).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    airflow_home = Path(os.environ.get("AIRFLOW_HOME") or REPO_ROOT / ".airflow").resolve()
+    data_dir = Path(os.environ.get("RECSYS_DATA_DIR") or REPO_ROOT / "data").resolve()
+    states = backfill(airflow_home, data_dir, args.from_date, args.to_date, args.max_active_runs)
+    failed = sorted(day for day, state in states.items() if state != "success")
+    if failed:
+        log.error(
+            "backfill: %d of %d day(s) failed: %s. Task logs: %s/logs/dag_id=%s/",
+            len(failed), len(states), ", ".join(failed), airflow_home, DAG_ID,
+        )
+        return 1
+    print(f"backfill: {len(states)} day(s) of {DAG_ID} succeeded ({args.from_date}..{args.to_date}); see `make report DS=…`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
