@@ -79,3 +79,22 @@ bench-models: install
 .PHONY: bench-features
 bench-features: install  ## feature build at 1M and 10M events: full, incremental, DuckDB reference (several minutes)
 	$(BIN)/python bench/features.py
+
+# The Recommendations page (plugins/recsys_ui.py): its browser test and README screenshot drive Debian's
+# headless Chromium through playwright; no browser is ever downloaded.
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: browser ui-screenshot
+test: browser
+
+browser:  ## Debian's chromium + chromium-driver for the browser tests (apt-get when root, else what to install)
+	@if [ -x "$(CHROMIUM)" ]; then \
+		echo "browser: $(CHROMIUM) present"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "browser: $(CHROMIUM) is missing; install it with: sudo apt-get install chromium chromium-driver"; \
+		echo "         (the browser test of the Recommendations page is skipped until then)"; \
+	fi
+
+ui-screenshot: install browser  ## docs/ui_recommendations.png from the data in $RECSYS_DATA_DIR (run `make demo` first)
+	$(BIN)/python -m recsys.ui.screenshot --out docs/ui_recommendations.png

@@ -145,7 +145,7 @@ def describe_uri(uri: str) -> str:
     """The warehouse URI without credentials, for messages (a PostgreSQL URI may carry a password)."""
     scheme, _, rest = uri.partition("://")
     if scheme == "duckdb":
-        return rest
+        return "/" + rest.lstrip("/")  # duckdb:///{absolute path} carries one slash too many
     parts = urlsplit(uri)
     return f"postgresql://{parts.hostname or '?'}:{parts.port or 5432}{parts.path}"
 

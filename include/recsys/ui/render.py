@@ -28,7 +28,7 @@ MODEL_COLOURS = {
 _EXTRA_COLOURS = ("#76b7b2", "#ff9da7", "#9c755f", "#bab0ac")
 
 CHART_WIDTH, CHART_HEIGHT = 560, 250
-_MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 48, 16, 12, 30
+_MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 48, 30, 12, 30
 
 NDCG_METRIC = f"ndcg@{EVAL_K}"
 COVERAGE_METRIC = f"coverage@{EVAL_K}"
@@ -65,15 +65,14 @@ def _colour(model: str, index: int) -> str:
     return MODEL_COLOURS.get(model, _EXTRA_COLOURS[index % len(_EXTRA_COLOURS)])
 
 
-def _nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 × 10^k that is ≥ value (a readable top for the y axis)."""
+def _nice_step(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 × 10^k that is ≥ value: a readable spacing of y-axis ticks."""
     if value <= 0:
         return 1.0
     exponent = math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
-        top = step * 10**exponent
-        if top >= value - 1e-12:
-            return top
+        if step * 10**exponent >= value - 1e-12:
+            return step * 10**exponent
     return 10 ** (exponent + 1)
 
 
@@ -88,7 +87,10 @@ def line_chart(series: dict[str, list[tuple[dt.date, float]]], label: str, eleme
         return f'<p class="muted" id="{escape(element_id)}">No {escape(label)} recorded yet.</p>'
     first = min(day for day, _ in points)
     last = max(day for day, _ in points)
-    top = _nice_ceiling(max(value for _, value in points) * 1.08)
+    highest = max(value for _, value in points)
+    step = _nice_step(highest / 5)
+    ticks = max(1, math.ceil(highest * 1.04 / step))
+    top = step * ticks
     plot_w = CHART_WIDTH - _MARGIN_LEFT - _MARGIN_RIGHT
     plot_h = CHART_HEIGHT - _MARGIN_TOP - _MARGIN_BOTTOM
     span = max((last - first).days, 1)
@@ -106,12 +108,12 @@ def line_chart(series: dict[str, list[tuple[dt.date, float]]], label: str, eleme
         f'viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" width="100%" preserveAspectRatio="xMidYMid meet" '
         'xmlns="http://www.w3.org/2000/svg">'
     ]
-    for i in range(5):  # horizontal grid lines and y labels at 0, ¼, ½, ¾ and the top
-        value = top * i / 4
+    for i in range(ticks + 1):  # horizontal grid lines and y labels at round values
+        value = step * i
         parts.append(
             f'<line x1="{_MARGIN_LEFT}" x2="{CHART_WIDTH - _MARGIN_RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
             f'stroke="{"#8c959f" if i == 0 else "#eef1f4"}"/>'
-            f'<text x="{_MARGIN_LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.3g}</text>'
+            f'<text x="{_MARGIN_LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{round(value, 10):g}</text>'
         )
     days = sorted({day for day, _ in points})
     stride = max(1, math.ceil(len(days) / 8))
