@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +28,16 @@ from tests.e2e.airflow_stack import STARTUP_TIMEOUT_S, Services, airflow_cli, ai
 
 pytestmark = pytest.mark.e2e
 
-PLUGIN_PATHS = ("/recsys/", f"/recsys/?user_id={fx.USER}", "/recsys/api/runs", f"/recsys/api/users/{fx.USER}")
+URL_PREFIX = "/recsys"  # where plugins/recsys_ui.py mounts the app
+
+
+def plugin_paths() -> list[str]:
+    """Every route of the plugin's app (read from the app itself, so a new route is covered too), plus a lookup."""
+    from recsys.ui.app import create_app
+
+    app = create_app(lambda: None, lambda: None)
+    paths = [URL_PREFIX + route.path.replace("{user_id}", str(fx.USER)) for route in app.routes]
+    return [*paths, f"{URL_PREFIX}/?user_id={fx.USER}"]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +82,9 @@ def assert_no_data(body: str) -> None:
 def test_requests_without_valid_credentials_get_no_data(server):
     base = server["base_url"]
     forged = "eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJhZG1pbiJ9.c2lnbmF0dXJl"
-    for path in PLUGIN_PATHS:
+    paths = plugin_paths()
+    assert len(paths) >= 4, paths
+    for path in paths:
         status, _, body = request(base + path)
         assert status == 401, (path, status, body[:300])
         assert_no_data(body)
@@ -133,7 +143,7 @@ def test_browser_logs_in_opens_the_page_and_looks_up_a_user(server, tmp_path):
             assert recommendations.count() == 3
             first = recommendations.first.inner_text()
             assert "Hydration vest 5L" in first and "often bought after Trail running shoes" in first
-            assert "sequence,cooccurrence" in first
+            assert recommendations.first.locator(".tag").all_inner_texts() == ["sequence", "cooccurrence"]
 
             page.screenshot(path=str(png))
         finally:

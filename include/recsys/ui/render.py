@@ -49,7 +49,10 @@ th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #eef1f4; v
 th { font-weight: 600; color: #59636e; border-bottom-color: #d1d9e0; white-space: nowrap; }
 td.num, th.num { text-align: right; white-space: nowrap; }
 tr.hybrid td { font-weight: 600; }
-.scroll { max-height: 340px; overflow-y: auto; }
+.scroll { max-height: 360px; overflow-y: auto; }
+.user { grid-template-columns: minmax(360px, 2fr) minmax(520px, 3fr); }
+.tag { display: inline-block; font-size: 11px; padding: 0 6px; margin: 1px 2px 1px 0; border-radius: 9px; background: #eef1f4; white-space: nowrap; }
+td.title { min-width: 150px; } td.reason { min-width: 180px; }
 .legend { display: flex; flex-wrap: wrap; gap: 4px 14px; margin-top: 4px; font-size: 12px; }
 .legend span { display: inline-flex; align-items: center; gap: 5px; }
 .swatch { display: inline-block; width: 16px; height: 0; border-top: 3px solid; }
@@ -89,7 +92,7 @@ def line_chart(series: dict[str, list[tuple[dt.date, float]]], label: str, eleme
     last = max(day for day, _ in points)
     highest = max(value for _, value in points)
     step = _nice_step(highest / 5)
-    ticks = max(1, math.ceil(highest * 1.04 / step))
+    ticks = max(1, math.ceil(highest / step - 1e-9))
     top = step * ticks
     plot_w = CHART_WIDTH - _MARGIN_LEFT - _MARGIN_RIGHT
     plot_h = CHART_HEIGHT - _MARGIN_TOP - _MARGIN_BOTTOM
@@ -193,6 +196,12 @@ def latest_metrics_table(run: RunDay) -> str:
     )
 
 
+def _tags(sources: str | None) -> str:
+    """The comma-separated model names of a row as small wrapping tags (a long list would not wrap)."""
+    names = [name.strip() for name in (sources or "").split(",") if name.strip()]
+    return "".join(f'<span class="tag">{escape(name)}</span>' for name in names)
+
+
 def user_section(view: UserView) -> str:
     """The lookup result: the user's newest events and the latest day's list, with product titles."""
     events = "".join(
@@ -207,8 +216,8 @@ def user_section(view: UserView) -> str:
         else f'<p class="muted" id="user-events">No clean events for user {view.user_id} in the recent days.</p>'
     )
     recs = "".join(
-        f"<tr><td class=num>{r.rank}</td><td class=num>{r.product_id}</td><td>{escape(r.title or '(not in catalog)')}</td>"
-        f"<td class=num>{_num(r.score, 3)}</td><td>{escape(r.sources or '')}</td><td>{escape(r.reason or '')}</td></tr>"
+        f"<tr><td class=num>{r.rank}</td><td class=num>{r.product_id}</td><td class=title>{escape(r.title or '(not in catalog)')}</td>"
+        f"<td class=num>{_num(r.score, 3)}</td><td>{_tags(r.sources)}</td><td class=reason>{escape(r.reason or '')}</td></tr>"
         for r in view.recommendations
     )
     if view.recommendations:
@@ -225,7 +234,7 @@ def user_section(view: UserView) -> str:
         )
     day = view.ds.isoformat() if view.ds else "–"
     return (
-        f'<div class="grid" id="user-result" data-user-id="{view.user_id}">'
+        f'<div class="grid user" id="user-result" data-user-id="{view.user_id}">'
         f'<div class="card"><h3>Recent events of user {view.user_id}</h3><div class="scroll">{events_html}</div></div>'
         f'<div class="card"><h3>Recommendations for user {view.user_id} on {day}</h3>'
         f'<div class="scroll">{recs_html}</div></div></div>'

@@ -26,9 +26,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
 ADMIN = "admin"
@@ -145,7 +146,9 @@ def api_server(data_dir: Path, startup_timeout: float = 180) -> Iterator[tuple[s
     env = api_server_env(home, data_dir, port)
     log_path = home / "api-server.log"
     try:
-        subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+        migrated = subprocess.run([str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+        if migrated.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed (rc={migrated.returncode}) in {home}:\n{(migrated.stdout + migrated.stderr)[-3000:]}")
         with open(log_path, "w") as log:
             server = subprocess.Popen(
                 [str(airflow), "api-server"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -173,10 +176,10 @@ def api_server(data_dir: Path, startup_timeout: float = 180) -> Iterator[tuple[s
 
 def pick_user(data_dir: Path) -> int:
     """A user of the latest published day with many recent clean events (a lookup worth showing)."""
-    from recsys.config import load_settings
+    from recsys.config import Settings
     from recsys.ui import data
 
-    settings = load_settings()
+    settings = Settings(data_dir=Path(data_dir))
     uri = f"duckdb:///{settings.warehouse_path}"
     with data.read_connection(uri) as (connection, _):
         users = [row[0] for row in connection.execute("SELECT DISTINCT user_id FROM recsys.latest_recommendations").fetchall()]
