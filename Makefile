@@ -83,7 +83,8 @@ bench-features: install  ## feature build at 1M and 10M events: full, incrementa
 # The Recommendations page (plugins/recsys_ui.py): its browser test and README screenshot drive Debian's
 # headless Chromium through playwright; no browser is ever downloaded.
 CHROMIUM ?= /usr/bin/chromium
-.PHONY: browser ui-screenshot
+UI_PORT ?= 8080
+.PHONY: browser ui ui-screenshot
 test: browser
 
 browser:  ## Debian's chromium + chromium-driver for the browser tests (apt-get when root, else what to install)
@@ -98,3 +99,8 @@ browser:  ## Debian's chromium + chromium-driver for the browser tests (apt-get 
 
 ui-screenshot: install browser  ## docs/ui_recommendations.png from the data in $RECSYS_DATA_DIR (run `make demo` first)
 	$(BIN)/python -m recsys.ui.screenshot --out docs/ui_recommendations.png
+
+ui: airflow-db  ## the Airflow UI (api-server) with the Recommendations page on $RECSYS_DATA_DIR; Ctrl-C stops it
+	@echo "Recommendations page: http://localhost:$(UI_PORT)/plugin/recommendations"
+	@echo "log in as admin; the password is in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated (written at first start)"
+	$(BIN)/airflow api-server --port $(UI_PORT)

@@ -52,7 +52,7 @@ tr.hybrid td { font-weight: 600; }
 .scroll { max-height: 360px; overflow-y: auto; }
 .user { grid-template-columns: minmax(360px, 2fr) minmax(520px, 3fr); }
 .tag { display: inline-block; font-size: 11px; padding: 0 6px; margin: 1px 2px 1px 0; border-radius: 9px; background: #eef1f4; white-space: nowrap; }
-td.title { min-width: 150px; } td.reason { min-width: 180px; }
+td.title { min-width: 150px; } td.nowrap { white-space: nowrap; } td.reason { min-width: 180px; }
 .legend { display: flex; flex-wrap: wrap; gap: 4px 14px; margin-top: 4px; font-size: 12px; }
 .legend span { display: inline-flex; align-items: center; gap: 5px; }
 .swatch { display: inline-block; width: 16px; height: 0; border-top: 3px solid; }
@@ -205,7 +205,7 @@ def _tags(sources: str | None) -> str:
 def user_section(view: UserView) -> str:
     """The lookup result: the user's newest events and the latest day's list, with product titles."""
     events = "".join(
-        f"<tr><td>{escape(e.event_time.strftime('%Y-%m-%d %H:%M'))}</td><td>{escape(e.event_type)}</td>"
+        f"<tr><td class=nowrap>{escape(e.event_time.strftime('%Y-%m-%d %H:%M'))}</td><td>{escape(e.event_type)}</td>"
         f"<td class=num>{e.product_id}</td><td>{escape(e.title or '(not in catalog)')}</td></tr>"
         for e in view.events
     )

@@ -35,7 +35,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ADMIN = "admin"
 NAV_ROUTE = "plugin/recommendations"
 #: Viewport of the screenshot: wide enough for the two charts side by side, tall enough for the lookup.
-VIEWPORT = {"width": 1500, "height": 1900}
+VIEWPORT = {"width": 1500, "height": 1400}
 
 
 def chromium_missing_reason(executable: Path = CHROMIUM) -> str | None:
@@ -175,7 +175,7 @@ def api_server(data_dir: Path, startup_timeout: float = 180) -> Iterator[tuple[s
 
 
 def pick_user(data_dir: Path) -> int:
-    """A user of the latest published day with many recent clean events (a lookup worth showing)."""
+    """A user of the latest published day, active on the newest day of events, with about a dozen events."""
     from recsys.config import Settings
     from recsys.ui import data
 
@@ -190,7 +190,7 @@ def pick_user(data_dir: Path) -> int:
     files = [str(p) for p in sorted(settings.clean_events_dir.glob("ds=*/*.parquet"))[-200:]]
     counts = duckdb.connect().execute(
         "SELECT user_id, count(*) AS n FROM read_parquet(?) WHERE user_id IN (SELECT unnest(?::BIGINT[])) "
-        "GROUP BY user_id ORDER BY abs(n - 12), user_id LIMIT 1",
+        "GROUP BY user_id ORDER BY max(event_time)::DATE DESC, abs(n - 12), user_id LIMIT 1",
         [files, users],
     ).fetchall()
     return int(counts[0][0]) if counts else int(users[0])
