@@ -11,7 +11,8 @@ project's writer), clean events and a catalog (tests/ui_warehouse.py). No DAG ru
 * Headless Debian Chromium logs in through Airflow's login page, opens "Recommendations" from the
   navigation, sees both charts and the quarantine table, looks a user up by typing the id and clicking,
   and sees that user's events and recommendations with product titles; a screenshot is kept in the
-  test's tmp dir. Skipped, saying what to install, when /usr/bin/chromium is absent.
+  test's tmp dir. Opening the page's own URL without a session goes to the login page and back to it.
+  The browser tests are skipped, saying what to install, when /usr/bin/chromium is absent.
 """
 
 from __future__ import annotations
@@ -150,3 +151,24 @@ def test_browser_logs_in_opens_the_page_and_looks_up_a_user(server, tmp_path):
             browser.close()
     assert png.stat().st_size > 20_000, "the screenshot is suspiciously small"
     print(f"\nscreenshot: {png}")
+
+
+def test_browser_opening_the_page_directly_is_sent_to_login_and_back(server):
+    reason = screenshot.chromium_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(screenshot.CHROMIUM), headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"{server['base_url']}{URL_PREFIX}/?user_id={fx.USER}")
+            assert "/auth/login" in page.url, page.url  # the plugin's redirect, before any data
+            page.fill("input[name=username]", screenshot.ADMIN)
+            page.fill("input[name=password]", server["password"])
+            page.click("button[type=submit]")
+            page.wait_for_url(f"**{URL_PREFIX}/?user_id={fx.USER}", timeout=60_000)
+            assert "Hydration vest 5L" in page.locator("#user-recommendations").inner_text()
+        finally:
+            browser.close()

@@ -296,3 +296,10 @@ def test_titles_and_reasons_are_escaped(tmp_path):
 def test_chart_of_a_single_day_draws_points_without_lines():
     svg = render.line_chart({"hybrid": [(fx.LATEST, 0.2)], "sequence": [(fx.LATEST, 0.15)]}, "ndcg@10", "c")
     assert "<polyline" not in svg and svg.count("<circle") == 2
+
+
+def test_missing_browser_is_reported_with_what_to_install(tmp_path):
+    from recsys.ui.screenshot import chromium_missing_reason
+
+    reason = chromium_missing_reason(tmp_path / "chromium")
+    assert "make browser" in reason and "apt-get install chromium chromium-driver" in reason
