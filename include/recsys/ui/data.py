@@ -240,13 +240,13 @@ def read_runs(uri: str, schema: str = DEFAULT_SCHEMA) -> list[RunDay]:
             ds=_as_date(ds),
             raw_rows=raw, clean_rows=clean, quarantined_rows=quarantined,
             users=users, items=items, published_rows=published,
-            metrics=_parse_metrics(metrics, ds),
+            metrics=_parse_metrics(metrics),
         )
         for ds, raw, clean, quarantined, users, items, published, metrics in rows
     ]
 
 
-def _parse_metrics(text: Any, ds: Any) -> dict[str, dict[str, float]]:
+def _parse_metrics(text: Any) -> dict[str, dict[str, float]]:
     """The metrics column as {model: {metric: float}}; a row with unreadable JSON shows no metrics, not an error."""
     if not text:
         return {}
