@@ -30,6 +30,8 @@ help:
 	@echo "make run DS=YYYY-MM-DD  run the daily DAG for that date on \$$RECSYS_DATA_DIR"
 	@echo "make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"
 	@echo "                        recompute those days under a real scheduler (started and stopped for you)"
+	@echo "make ui                 the Airflow UI with the Recommendations page (http://localhost:8080)"
+	@echo "make browser            install Debian's chromium for the browser test (run by make test)"
 	@echo "make clean              remove generated data and the local Airflow home"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -95,3 +97,28 @@ bench-features: install  ## feature build at 1M and 10M events: full, incrementa
 .PHONY: bench-e2e
 bench-e2e: install
 	$(BIN)/python bench/e2e.py $(BENCH_ARGS)
+
+# The Recommendations page (plugins/recsys_ui.py): its browser test and README screenshot drive Debian's
+# headless Chromium through playwright; no browser is ever downloaded.
+CHROMIUM ?= /usr/bin/chromium
+UI_PORT ?= 8080
+.PHONY: browser ui ui-screenshot
+test: browser
+
+browser:  ## Debian's chromium + chromium-driver for the browser tests (apt-get when root, else what to install)
+	@if [ -x "$(CHROMIUM)" ]; then \
+		echo "browser: $(CHROMIUM) present"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "browser: $(CHROMIUM) is missing; install it with: sudo apt-get install chromium chromium-driver"; \
+		echo "         (the browser test of the Recommendations page is skipped until then)"; \
+	fi
+
+ui-screenshot: install browser  ## docs/ui_recommendations.png from the data in $RECSYS_DATA_DIR (run `make demo` first)
+	$(BIN)/python -m recsys.ui.screenshot --out docs/ui_recommendations.png
+
+ui: airflow-db  ## the Airflow UI (api-server) with the Recommendations page on $RECSYS_DATA_DIR; Ctrl-C stops it
+	@echo "Recommendations page: http://localhost:$(UI_PORT)/plugin/recommendations"
+	@echo "log in as admin; the password is in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated (written at first start)"
+	$(BIN)/airflow api-server --port $(UI_PORT)
