@@ -63,6 +63,8 @@ class Settings:
     #: publish only if the hybrid's held-out NDCG@10 is at most this fraction below the champion's
     champion_tolerance: float = 0.10
     candidates_per_model: int = 100
+    #: ALS settings tried on the validation slice (the first N of ``pipeline.ALS_GRID``); fewer is faster.
+    als_trials: int = 3
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "recsys_daily"
     spark_master: str = "local[*]"
@@ -133,6 +135,7 @@ def load_settings() -> Settings:
         quarantine_max_fraction=_env_float("RECSYS_QUARANTINE_MAX_FRACTION", 0.05),
         champion_tolerance=_env_float("RECSYS_CHAMPION_TOLERANCE", 0.10),
         candidates_per_model=_env_int("RECSYS_CANDIDATES_PER_MODEL", 100),
+        als_trials=_env_int("RECSYS_ALS_TRIALS", 3),
         mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
         mlflow_experiment=os.environ.get("RECSYS_MLFLOW_EXPERIMENT", "recsys_daily"),
         spark_master=os.environ.get("RECSYS_SPARK_MASTER", "local[*]"),

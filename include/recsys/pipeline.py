@@ -197,7 +197,9 @@ def _search_als(settings: Settings, spark, data) -> tuple[object, list[dict]]:
 
     trials = []
     best = None
-    for grid_point in ALS_GRID:
+    if not 1 <= settings.als_trials <= len(ALS_GRID):
+        raise ValueError(f"RECSYS_ALS_TRIALS={settings.als_trials}: must be between 1 and {len(ALS_GRID)} (the ALS grid's size)")
+    for grid_point in ALS_GRID[: settings.als_trials]:
         params = ALSParams(seed=settings.seed, **grid_point)
         model = _fit_model("collaborative", data, settings, params=params, spark=spark)
         recs = model.recommend(_stage_users(data, "val"), EVAL_K)

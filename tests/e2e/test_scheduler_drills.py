@@ -159,6 +159,7 @@ def drill(tmp_path_factory):
         schedule_runs=True,  # Asset-triggered runs need it; recsys_daily then also gets its cron run for yesterday
         RECSYS_LOOKBACK_DAYS=str(LOOKBACK_DAYS),
         RECSYS_TOP_K=str(TOP_K),
+        RECSYS_ALS_TRIALS="1",  # these drills are about orchestration; the daily e2e test runs the full ALS search
         RECSYS_RETRIES=str(RETRIES),
         RECSYS_RETRY_DELAY_SECONDS="3",
         MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
