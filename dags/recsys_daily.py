@@ -19,7 +19,8 @@ warehouse table `recsys.recommendations`:
 5. **publish**: replaces the day's partition in the warehouse atomically (DuckDB by default, the
    `warehouse_default` connection for PostgreSQL) and records the run in `recsys.pipeline_runs`.
 
-Params: `top_k` (recommendations per user), `lookback_days` (history used, ending at `ds`).
+Params: `top_k` (recommendations per user), `lookback_days` (history used, ending at `ds`); left empty,
+they are the deployment's `RECSYS_TOP_K` (20) and `RECSYS_LOOKBACK_DAYS` (90).
 
 **Backfill**: `airflow backfill create --dag-id recsys_daily --from-date … --to-date …` (or `make backfill
 FROM=… TO=…`): each day is recomputed from the events up to that day only. One run at a time
@@ -75,8 +76,15 @@ def _settings(context):
     max_active_runs=1,
     default_args=default_args(),
     params={
-        "top_k": Param(20, type="integer", minimum=1, maximum=500, description="recommendations per user"),
-        "lookback_days": Param(90, type="integer", minimum=3, maximum=730, description="days of history up to ds"),
+        # Empty (None) means the deployment's setting: RECSYS_TOP_K / RECSYS_LOOKBACK_DAYS (defaults 20 / 90).
+        "top_k": Param(
+            None, type=["null", "integer"], minimum=1, maximum=500,
+            description="recommendations per user; empty: RECSYS_TOP_K (default 20)",
+        ),
+        "lookback_days": Param(
+            None, type=["null", "integer"], minimum=3, maximum=730,
+            description="days of history up to ds; empty: RECSYS_LOOKBACK_DAYS (default 90)",
+        ),
     },
     tags=["recsys", "ml", "spark", "mlflow"],
     doc_md=__doc__,

@@ -95,3 +95,9 @@ def test_assets_feature_store_and_recommendations(dagbag):
     consumer = dagbag.dags["recsys_export_latest"]
     assert type(consumer.timetable).__name__ == "AssetTriggeredTimetable"
     assert list(consumer.timetable.asset_condition.objects) == [RECOMMENDATIONS]
+
+
+def test_params_default_to_the_deployment_settings(dagbag):
+    """An unset param must leave RECSYS_TOP_K / RECSYS_LOOKBACK_DAYS in force, not a second default."""
+    params = dagbag.dags["recsys_daily"].params
+    assert params["top_k"] is None and params["lookback_days"] is None
