@@ -8,6 +8,8 @@
   descendants included, pass or fail.
 * :func:`scheduler_env` adds what a real scheduler needs (LocalExecutor, an api-server port, one JWT
   secret for all services, no cron runs: only what a test triggers).
+* ``metadata_db_uri=`` (both env builders) swaps SQLite for another metadata DB, e.g. PostgreSQL, and
+  :meth:`Services.start_celery_worker` adds ``airflow celery worker`` for the CeleryExecutor.
 """
 
 from __future__ import annotations
@@ -44,8 +46,13 @@ def tail(path: Path, lines: int = 60) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def airflow_env(airflow_home: Path, data_dir: Path, **extra: str) -> dict:
-    """Environment of the Airflow CLI on a fresh AIRFLOW_HOME (SQLite) and the given data dir."""
+def airflow_env(airflow_home: Path, data_dir: Path, metadata_db_uri: str | None = None, **extra: str) -> dict:
+    """Environment of the Airflow CLI on a fresh AIRFLOW_HOME and the given data dir.
+
+    The metadata DB is SQLite in AIRFLOW_HOME unless ``metadata_db_uri`` names another one (a
+    ``postgresql+psycopg2://`` URI for the team configuration); a value inherited from the caller's
+    environment is never used, so a test cannot write into someone's real metadata DB by accident.
+    """
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(airflow_home),
@@ -59,29 +66,35 @@ def airflow_env(airflow_home: Path, data_dir: Path, **extra: str) -> dict:
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # the default: SQLite in AIRFLOW_HOME
+    if metadata_db_uri is not None:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_db_uri
     return env
 
 
-def scheduler_env(airflow_home: Path, data_dir: Path, port: int, **extra: str) -> dict:
-    """:func:`airflow_env` for real services: LocalExecutor, the api-server on ``port``, shared secrets."""
+def scheduler_env(airflow_home: Path, data_dir: Path, port: int, metadata_db_uri: str | None = None, **extra: str) -> dict:
+    """:func:`airflow_env` for real services: LocalExecutor (``extra`` may name another executor), the
+    api-server on ``port``, shared secrets."""
     return airflow_env(
         airflow_home,
         data_dir,
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__CORE__PARALLELISM="4",
-        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
-        # Only the runs a test triggers: no cron run for "yesterday" competing for max_active_runs=1.
-        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
-        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
-        AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
-        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        # The scheduler signs the task tokens the api-server verifies: one secret for all services.
-        AIRFLOW__API_AUTH__JWT_SECRET=os.urandom(24).hex(),
-        AIRFLOW__API__SECRET_KEY=os.urandom(24).hex(),
-        **extra,
+        metadata_db_uri,
+        **{
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            # Only the runs a test triggers: no cron run for "yesterday" competing for max_active_runs=1.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            # The scheduler signs the task tokens the api-server verifies: one secret for all services.
+            "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(24).hex(),
+            "AIRFLOW__API__SECRET_KEY": os.urandom(24).hex(),
+            **extra,
+        },
     )
 
 
@@ -149,8 +162,14 @@ class Services:
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
-    def start_scheduler_stack(self, port: int, metadata_db: Path | None = None, dag_id: str = DAG_ID) -> None:
-        """api-server (Execution API only), dag-processor and scheduler; returns once ``dag_id`` is parsed."""
+    def start_scheduler_stack(
+        self, port: int, metadata_db: Path | None = None, dag_id: str = DAG_ID, dag_parsed=None
+    ) -> None:
+        """api-server (Execution API only), dag-processor and scheduler; returns once ``dag_id`` is parsed.
+
+        "Parsed" is read from the SQLite ``metadata_db``, or asked of ``dag_parsed()`` (truthy once the
+        DAG is serialized) for a metadata DB this module cannot open, e.g. PostgreSQL.
+        """
         self.start("api-server", ["api-server", "--apps", "execution"])
         self.start("dag-processor", ["dag-processor"])
         self.start("scheduler", ["scheduler", "--skip-serve-logs"])
@@ -161,6 +180,21 @@ class Services:
                 lambda: query_sqlite(metadata_db, "select 1 from serialized_dag where dag_id = ?", (dag_id,)),
                 STARTUP_TIMEOUT_S,
             )
+        if dag_parsed is not None:
+            self.wait(f"{dag_id} to be parsed", dag_parsed, STARTUP_TIMEOUT_S)
+
+    def start_celery_worker(self, concurrency: int, node_name: str, name: str = "celery-worker") -> None:
+        """``airflow celery worker`` (the CeleryExecutor's worker) with ``concurrency`` task slots.
+
+        ``node_name`` (``name@host``) names the node in its log. No log server (its fixed port would clash
+        with other runs on the machine; task logs are files under AIRFLOW_HOME), and no gossip or mingle:
+        those talk over Redis pub/sub, which is shared by every database number of the server.
+        """
+        self.start(
+            name,
+            ["celery", "worker", "--concurrency", str(concurrency), "--celery-hostname", node_name,
+             "--skip-serve-logs", "--without-gossip", "--without-mingle"],
+        )
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
