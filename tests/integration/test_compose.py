@@ -203,7 +203,8 @@ def _is_env_call(node: ast.AST) -> bool:
 
 
 def _is_environ_subscript(node: ast.AST) -> bool:
-    if not isinstance(node, ast.Subscript):
+    """``os.environ["X"]`` read (a write sets the variable, it does not need it from outside)."""
+    if not isinstance(node, ast.Subscript) or not isinstance(node.ctx, ast.Load):
         return False
     value = node.value
     return (isinstance(value, ast.Attribute) and value.attr == "environ") or (isinstance(value, ast.Name) and value.id == "environ")
@@ -237,11 +238,11 @@ def env_vars_read(roots: list[Path]) -> dict[str, list[str]]:
                         wrappers.add(fn.name)
     for path, tree in trees.items():
         where_file = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
-        enclosing: dict[ast.AST, str] = {}
+        enclosing: dict[ast.AST, str] = {}  # node -> innermost function around it (ast.walk goes outside in)
         for fn in ast.walk(tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for node in ast.walk(fn):
-                    enclosing.setdefault(node, fn.name)
+                    enclosing[node] = fn.name
         for node in ast.walk(tree):
             where = f"{where_file}:{getattr(node, 'lineno', '?')}"
             if _is_env_call(node) or _is_environ_subscript(node):
@@ -555,6 +556,7 @@ def test_the_scan_picks_up_new_code_such_as_a_plugin(tmp_path):
         "import os\nfrom os import environ\n\n"
         "def _flag(name, default=False):\n    return os.environ.get(name, str(default)) == 'True'\n\n"
         "URL = os.getenv('RECSYS_VIEW_URL')\nTOKEN = environ['RECSYS_VIEW_TOKEN']\nON = _flag('RECSYS_VIEW_ON')\n"
+        "os.environ['RECSYS_VIEW_SET_HERE'] = '1'\n"
     )
     assert set(env_vars_read([tmp_path / "plugins"])) == {"RECSYS_VIEW_URL", "RECSYS_VIEW_TOKEN", "RECSYS_VIEW_ON"}
     plugin.write_text("import os\nNAME = 'X'\nVALUE = os.environ.get(NAME)\n")
@@ -581,6 +583,9 @@ def test_the_image_matches_the_pins():
     assert re.search(rf"^FROM apache/airflow:{re.escape(airflow_pin)}\b", DOCKERFILE.read_text(), re.M), "Dockerfile base image != requirements pin"
     assert re.search(r"^apache-airflow-providers-celery==", requirements, re.M), "CeleryExecutor needs the celery provider pinned"
     assert "-r /opt/recsys/requirements.txt -c /opt/recsys/constraints.txt" in DOCKERFILE.read_text()
+    # `build: .` sends the repository to the engine: not the multi-GB .venv, the data or the secrets.
+    ignored = {line.strip().rstrip("/") for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()}
+    assert {".venv", "data", ".airflow", ".env", ".git"} <= ignored, ignored
 
 
 # ---- every check can fail ---------------------------------------------------------------------------
