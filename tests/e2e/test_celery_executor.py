@@ -13,7 +13,9 @@ configuration as plain processes against a real PostgreSQL and a real Redis on 1
   to ``recsys`` by the warehouse contract, so the warehouse gets its own fresh database too rather than
   the shared ``test`` one, where other test sessions on the same server write ``recsys`` as well.
 
-MLflow stays on its file store under the data dir (a tracking server is not what this test is about).
+The executor and the URI schemes (``postgresql+psycopg2``, ``db+postgresql``, ``redis``, ``postgresql``) are
+read from docker-compose.yaml, so a change there is a change here. MLflow stays on its file store under
+the data dir (tests/integration/test_compose_mlflow.py runs the compose file's tracking server).
 
 It triggers ``recsys_daily`` on a small generated landing zone and asserts that the run succeeds, that
 every task instance went through Celery (its ``external_executor_id`` is a Celery task id that the
@@ -30,6 +32,7 @@ import re
 import time
 import uuid
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +54,27 @@ RUN_TIMEOUT_S = 12 * 60  # the whole DAG run, triggered to finished
 
 def _pg_uri(database: str, driver: str = "postgresql") -> str:
     return f"{driver}://{PG_ADMIN_USER}@{PG_HOST}:{PG_PORT}/{database}"
+
+
+def _compose_airflow_config() -> dict[str, str]:
+    """The executor and URI schemes the compose file gives the Celery worker (the tasks' environment)."""
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yaml").read_text())
+    env = compose["services"]["airflow-worker"]["environment"]
+
+    def scheme(key: str) -> str:
+        return str(env[key]).split("://", 1)[0]
+
+    config = {
+        "executor": env["AIRFLOW__CORE__EXECUTOR"],
+        "metadata": scheme("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"),
+        "result_backend": scheme("AIRFLOW__CELERY__RESULT_BACKEND"),
+        "broker": scheme("AIRFLOW__CELERY__BROKER_URL"),
+        "warehouse": scheme("AIRFLOW_CONN_WAREHOUSE_DEFAULT"),
+    }
+    assert config["executor"] == "CeleryExecutor" and config["broker"] == "redis", config
+    return config
 
 
 def _pg_admin():
@@ -88,7 +112,10 @@ def _claim_empty_redis_db():
 
     import redis
 
-    count = int(redis.Redis(host=REDIS_HOST, port=REDIS_PORT).config_get("databases").get("databases", 16))
+    try:
+        count = int(redis.Redis(host=REDIS_HOST, port=REDIS_PORT).config_get("databases").get("databases", 16))
+    except redis.ResponseError:  # CONFIG may be disabled on a managed server: Redis's default count
+        count = 16
     start = random.randrange(1, count)
     for offset in range(count - 1):
         number = 1 + (start - 1 + offset) % (count - 1)  # never db 0: the usual default of other users
@@ -121,6 +148,7 @@ def celery_run(tmp_path_factory):
             pytest.skip(f"{reason}; the CeleryExecutor end-to-end test needs both")
     from recsys.data.synthetic import GeneratorConfig, generate
 
+    team = _compose_airflow_config()
     suffix = uuid.uuid4().hex[:10]
     metadata_db, warehouse_db = f"recsys_e2e_airflow_{suffix}", f"recsys_e2e_warehouse_{suffix}"
     redis_db, redis_client = _claim_empty_redis_db()
@@ -140,12 +168,12 @@ def celery_run(tmp_path_factory):
         port = free_port()
         env = scheduler_env(
             airflow_home, data_dir, port,
-            metadata_db_uri=_pg_uri(metadata_db, "postgresql+psycopg2"),
-            AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
-            AIRFLOW__CELERY__BROKER_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
-            AIRFLOW__CELERY__RESULT_BACKEND=_pg_uri(metadata_db, "db+postgresql"),
+            metadata_db_uri=_pg_uri(metadata_db, team["metadata"]),
+            AIRFLOW__CORE__EXECUTOR=team["executor"],
+            AIRFLOW__CELERY__BROKER_URL=f"{team['broker']}://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
+            AIRFLOW__CELERY__RESULT_BACKEND=_pg_uri(metadata_db, team["result_backend"]),
             AIRFLOW__CELERY__WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
-            AIRFLOW_CONN_WAREHOUSE_DEFAULT=_pg_uri(warehouse_db),
+            AIRFLOW_CONN_WAREHOUSE_DEFAULT=_pg_uri(warehouse_db, team["warehouse"]),
         )
         airflow_cli(["db", "migrate"], env, timeout=600)
         services = Services(root, env)
