@@ -1,4 +1,6 @@
-# One image for every Airflow service of docker-compose.yaml: Airflow 3.3.2 + the project's pins + Java for Spark.
+# One image for the Airflow, MLflow and Spark services of docker-compose.yaml: Airflow 3.3.2, the
+# project's pins (Celery provider included) and Java for Spark, so the Spark driver (in a Celery worker)
+# and the executors (in spark-worker) run the same Python, pyspark and project code.
 FROM apache/airflow:3.3.2-python3.11
 
 USER root
@@ -6,10 +8,15 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
     && rm -rf /var/lib/apt/lists/*
 ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
+# Mount points of the named volumes, owned by the airflow user so a fresh volume starts writable.
+RUN mkdir -p /opt/recsys/data /opt/mlflow/artifacts \
+    && chown -R airflow:0 /opt/recsys /opt/mlflow
 
 USER airflow
-COPY requirements.txt constraints.txt pyproject.toml /opt/recsys/
-COPY include /opt/recsys/include
+COPY --chown=airflow:0 requirements.txt constraints.txt pyproject.toml /opt/recsys/
+COPY --chown=airflow:0 include /opt/recsys/include
+# The FAB provider (the compose file's auth manager) ships with the base image; pinned here to a
+# version that resolves against the project's constraints.
 RUN pip install --no-cache-dir -r /opt/recsys/requirements.txt -c /opt/recsys/constraints.txt \
-        apache-airflow-providers-celery==3.26.0 \
+        apache-airflow-providers-fab==3.10.2 \
     && pip install --no-cache-dir --no-deps -e /opt/recsys

@@ -64,8 +64,13 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def airflow_env(airflow_home: Path, data_dir: Path, **extra: str) -> dict:
-    """Environment of the Airflow CLI on ``airflow_home`` (SQLite metadata) and the given data dir."""
+def airflow_env(airflow_home: Path, data_dir: Path, metadata_db_uri: str | None = None, **extra: str) -> dict:
+    """Environment of the Airflow CLI on ``airflow_home`` and the given data dir.
+
+    The metadata DB is SQLite in ``airflow_home`` unless ``metadata_db_uri`` names another one (e.g.
+    ``postgresql+psycopg2://…``); a value inherited from the caller's environment is never used, so nothing
+    here writes into someone's real metadata DB by accident.
+    """
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(airflow_home),
@@ -79,10 +84,13 @@ def airflow_env(airflow_home: Path, data_dir: Path, **extra: str) -> dict:
     if "MLFLOW_TRACKING_URI" not in extra:
         env.pop("MLFLOW_TRACKING_URI", None)  # the embedded store under the data dir unless given
     env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # the default: SQLite in AIRFLOW_HOME
+    if metadata_db_uri is not None:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_db_uri
     return env
 
 
-def scheduler_env(airflow_home: Path, data_dir: Path, port: int, schedule_runs: bool = False, **extra: str) -> dict:
+def scheduler_env(airflow_home: Path, data_dir: Path, port: int, schedule_runs: bool = False,
+                  metadata_db_uri: str | None = None, **extra: str) -> dict:
     """:func:`airflow_env` for real services: LocalExecutor, the api-server on ``port``, one set of secrets.
 
     With ``schedule_runs`` off (``[scheduler] use_job_schedule``) the scheduler creates no runs of its own,
@@ -92,6 +100,7 @@ def scheduler_env(airflow_home: Path, data_dir: Path, port: int, schedule_runs: 
     return airflow_env(
         airflow_home,
         data_dir,
+        metadata_db_uri,
         **{
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
@@ -168,6 +177,19 @@ class Services:
         self.start("dag-processor", ["dag-processor"])
         self.start("scheduler", ["scheduler", "--skip-serve-logs"])
         self.wait("the Execution API", lambda: http_ok(f"http://127.0.0.1:{port}/execution/health"), STARTUP_TIMEOUT_S)
+
+    def start_celery_worker(self, concurrency: int, node_name: str, name: str = "celery-worker") -> None:
+        """``airflow celery worker`` (the CeleryExecutor's worker) with ``concurrency`` task slots.
+
+        ``node_name`` (``name@host``) names the node in its log. No log server (its fixed port would clash
+        with other runs on the machine; task logs are files under AIRFLOW_HOME), and no gossip or mingle:
+        those talk over Redis pub/sub, which is shared by every database number of the server.
+        """
+        self.start(
+            name,
+            ["celery", "worker", "--concurrency", str(concurrency), "--celery-hostname", node_name,
+             "--skip-serve-logs", "--without-gossip", "--without-mingle"],
+        )
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():

@@ -19,15 +19,17 @@ from recsys.local_airflow import (  # noqa: F401 - re-exported for the tests
 )
 
 
-def airflow_env(airflow_home: Path, data_dir: Path, **extra: str) -> dict:
-    """Environment of the Airflow CLI on a fresh AIRFLOW_HOME (SQLite) and the given data dir, Spark local[2]."""
-    return local_airflow.airflow_env(airflow_home, data_dir, **{"RECSYS_SPARK_MASTER": "local[2]", **extra})
+def airflow_env(airflow_home: Path, data_dir: Path, metadata_db_uri: str | None = None, **extra: str) -> dict:
+    """:func:`recsys.local_airflow.airflow_env` (SQLite unless ``metadata_db_uri``) with Spark local[2]."""
+    return local_airflow.airflow_env(airflow_home, data_dir, metadata_db_uri, **{"RECSYS_SPARK_MASTER": "local[2]", **extra})
 
 
-def scheduler_env(airflow_home: Path, data_dir: Path, port: int, schedule_runs: bool = False, **extra: str) -> dict:
-    """:func:`recsys.local_airflow.scheduler_env` with Spark local[2]."""
+def scheduler_env(airflow_home: Path, data_dir: Path, port: int, metadata_db_uri: str | None = None,
+                  schedule_runs: bool = False, **extra: str) -> dict:
+    """:func:`recsys.local_airflow.scheduler_env` (LocalExecutor unless ``extra`` names another) with Spark local[2]."""
     return local_airflow.scheduler_env(
-        airflow_home, data_dir, port, schedule_runs=schedule_runs, **{"RECSYS_SPARK_MASTER": "local[2]", **extra}
+        airflow_home, data_dir, port, schedule_runs=schedule_runs, metadata_db_uri=metadata_db_uri,
+        **{"RECSYS_SPARK_MASTER": "local[2]", **extra},
     )
 
 
@@ -59,7 +61,9 @@ def query_sqlite(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
 class Services(local_airflow.Services):
     """:class:`recsys.local_airflow.Services`; ``start_scheduler_stack`` can also wait for a DAG to be parsed."""
 
-    def start_scheduler_stack(self, port: int, metadata_db: Path | None = None, dag_id: str = DAG_ID) -> None:
+    def start_scheduler_stack(self, port: int, metadata_db: Path | None = None, dag_id: str = DAG_ID, dag_parsed=None) -> None:
+        """Also waits for ``dag_id`` to be parsed: read from the SQLite ``metadata_db``, or asked of
+        ``dag_parsed()`` (truthy once the DAG is serialized) for a metadata DB this module cannot open."""
         super().start_scheduler_stack(port)
         if metadata_db is not None:
             self.wait(
@@ -67,3 +71,5 @@ class Services(local_airflow.Services):
                 lambda: query_sqlite(metadata_db, "select 1 from serialized_dag where dag_id = ?", (dag_id,)),
                 STARTUP_TIMEOUT_S,
             )
+        if dag_parsed is not None:
+            self.wait(f"{dag_id} to be parsed", dag_parsed, STARTUP_TIMEOUT_S)
