@@ -316,13 +316,15 @@ def quiet_day(drill, killed_and_rerun):
     folder = drill.data_dir / "raw" / "events" / f"ds={day.isoformat()}"
     folder.mkdir(parents=True)
     (folder / "events.csv").write_text(",".join(RAW_COLUMNS) + "\n")
-    airflow_cli(["dags", "trigger", DAG_ID, "--logical-date", f"{day}T00:00:00+00:00", "--run-id", f"manual__quiet_{day}"], drill.env)
+    # A one-day backfill, not `dags trigger`: a manual run's data interval is the latest one before *now*,
+    # and `airflow tasks clear -s/-e` (used below) selects runs by their interval.
+    local_airflow.create_backfill(drill.env, day, day)
     return day, drill.wait_run(day, f"the run for the empty day {day}")
 
 
 def test_a_day_without_events_publishes_recommendations_from_history(drill, quiet_day):
     day, state = quiet_day
-    assert state == "success", drill.tasks(f"manual__quiet_{day}")
+    assert state == "success", drill.tasks(drill.run_of(day)[0])
     record = drill.run_record(day)
     assert (record["raw_rows"], record["clean_rows"], record["quarantined_rows"]) == (0, 0, 0)
     recs = drill.recommendations(day)
@@ -332,7 +334,7 @@ def test_a_day_without_events_publishes_recommendations_from_history(drill, quie
 
 def test_unreachable_postgres_warehouse_fails_publish_naming_it_and_publishes_nothing(drill, quiet_day):
     day, _ = quiet_day
-    run_id = f"manual__quiet_{day}"
+    run_id, _ = drill.run_of(day)
     before, record_before = drill.recommendations(day), drill.run_record(day)
     tries_before = drill.task(run_id, "publish")["try_number"]
     port = _closed_port()
@@ -354,7 +356,7 @@ def test_unreachable_postgres_warehouse_fails_publish_naming_it_and_publishes_no
 
 def test_unreachable_mlflow_fails_the_first_task_naming_it(drill, quiet_day):
     day, _ = quiet_day
-    run_id = f"manual__quiet_{day}"
+    run_id, _ = drill.run_of(day)
     before = drill.recommendations(day)
     tries_before = drill.task(run_id, "validate_raw")["try_number"]
     port = _closed_port()
