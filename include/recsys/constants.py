@@ -39,3 +39,8 @@ STAGES = ("val", "test", "full")
 DEFAULT_K = 20
 EVAL_K = 10
 SEED = 42
+
+#: Airflow pool bounding the CPU- and memory-heavy tasks (Spark, training, fusion) across runs and DAGs,
+#: and its default size: the four training tasks of one run at once; a backfill's runs queue behind them.
+COMPUTE_POOL = "recsys_compute"
+COMPUTE_POOL_SLOTS = 4

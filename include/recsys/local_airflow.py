@@ -142,7 +142,7 @@ def json_output(stdout: str):
 
 def prepare(env: dict, pool_slots: int | None = None) -> None:
     """Migrate the metadata DB, create the compute pool and parse the DAGs into the DB (idempotent)."""
-    from recsys.orchestration import COMPUTE_POOL, COMPUTE_POOL_SLOTS
+    from recsys.constants import COMPUTE_POOL, COMPUTE_POOL_SLOTS
 
     cli(["db", "migrate"], env, timeout=600)
     cli(["pools", "set", COMPUTE_POOL, str(pool_slots or COMPUTE_POOL_SLOTS), "recsys Spark, training and fusion"], env)

@@ -21,14 +21,13 @@ import os
 
 from airflow.sdk import Asset
 
+# The pool is named in recsys.constants so that code without Airflow (recsys.local_airflow) can use it.
+from recsys.constants import COMPUTE_POOL, COMPUTE_POOL_SLOTS  # noqa: F401 - re-exported for the DAGs
+
 #: Features of the day's lookback window (interactions, sequences, items; val / test / full stages).
 FEATURE_STORE = Asset(name="recsys_feature_store", uri="recsys://feature-store/daily", group="recsys")
 #: The warehouse table ``recsys.recommendations`` (one partition per ds).
 RECOMMENDATIONS = Asset(name="recsys_recommendations", uri="recsys://warehouse/recsys/recommendations", group="recsys")
-#: Airflow pool bounding the CPU- and memory-heavy tasks (Spark, training, fusion) across runs and DAGs.
-COMPUTE_POOL = "recsys_compute"
-#: Its default size: the four training tasks of one run at once; a backfill's runs queue behind them.
-COMPUTE_POOL_SLOTS = 4
 
 SPARK_CONN_ID = "spark_default"
 WAREHOUSE_CONN_ID = "warehouse_default"
