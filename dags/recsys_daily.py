@@ -23,9 +23,11 @@ Params: `top_k` (recommendations per user), `lookback_days` (history used, endin
 they are the deployment's `RECSYS_TOP_K` (20) and `RECSYS_LOOKBACK_DAYS` (90).
 
 **Backfill**: `airflow backfill create --dag-id recsys_daily --from-date … --to-date …` (or `make backfill
-FROM=… TO=…`): each day is recomputed from the events up to that day only. One run at a time
-(`max_active_runs=1`), and the heavy tasks share the `recsys_compute` pool (4 slots; create it with
-`airflow pools set recsys_compute 4 "recsys Spark and training"`), so a long backfill cannot swamp the machine.
+FROM=… TO=…`): each day is recomputed from the events up to that day only. Scheduled runs go one at a
+time (`max_active_runs=1`); a backfill has its own limit (10 unless `--max-active-runs` is given; `make
+backfill` passes 1). Overlapping days are safe (locks on shared history), and the heavy tasks share the
+`recsys_compute` pool (4 slots; create it with `airflow pools set recsys_compute 4 "recsys Spark and
+training"`), so a long backfill cannot swamp the machine.
 
 **Assets**: `build_features` updates `recsys_feature_store`, `publish` updates `recsys_recommendations`
 (event extra: `ds`, rows); downstream DAGs can `schedule=[RECOMMENDATIONS]` (`recsys.orchestration`).

@@ -163,6 +163,7 @@ class Services:
         self.root, self.env = Path(root), env
         self.root.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen] = {}
+        self._stopped = False
 
     def start(self, name: str, args: list[str]) -> None:
         with open(self.root / f"{name}.log", "w") as log_file:
@@ -212,8 +213,14 @@ class Services:
             time.sleep(interval)
 
     def stop(self) -> None:
-        """SIGTERM each service's process group, then SIGKILL whatever (incl. escaped descendants) is left."""
+        """SIGTERM each service's process group, then SIGKILL whatever (incl. escaped descendants) is left.
+
+        Idempotent: a second call does nothing (the group ids may belong to other processes by then)."""
         import psutil
+
+        if self._stopped:
+            return
+        self._stopped = True
 
         descendants = []
         for process in self.processes.values():

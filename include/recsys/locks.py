@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,17 +21,34 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def file_lock(path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block; log while waiting."""
+def file_lock(path: Path, what: str, timeout_s: float | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block; log while waiting.
+
+    Gives up after ``timeout_s`` (default ``RECSYS_LOCK_TIMEOUT_SECONDS``, 3600) with a TimeoutError naming
+    the lock, so a stuck holder fails the waiting task (which Airflow retries) instead of hanging it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    timeout_s = float(os.environ.get("RECSYS_LOCK_TIMEOUT_SECONDS", "3600")) if timeout_s is None else timeout_s
     with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            started = time.monotonic()
-            log.info("waiting for the %s lock (%s): another run holds it", what, path)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        started = time.monotonic()
+        waiting_logged = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - started
+                if waited > timeout_s:
+                    raise TimeoutError(
+                        f"waited {waited:.0f}s for the {what} lock ({path}) held by another run; "
+                        "check for a stuck task of recsys_daily, or raise RECSYS_LOCK_TIMEOUT_SECONDS"
+                    ) from None
+                if not waiting_logged:
+                    log.info("waiting for the %s lock (%s): another run holds it", what, path)
+                    waiting_logged = True
+                time.sleep(1.0)
+        if waiting_logged:
             log.info("got the %s lock after %.1fs", what, time.monotonic() - started)
         try:
             yield

@@ -606,7 +606,7 @@ def publish(
     with open_warehouse(warehouse_uri) as warehouse:
         warehouse.ensure_schema()
         published = warehouse.publish_partition(day, recommendations, run_record)
-    champion_version = tracking.promote_champion(settings, fused["mlflow_fusion_run_id"])
+    champion_version = tracking.promote_champion(settings, fused["mlflow_fusion_run_id"], ds=day.isoformat())
     tracking.log_to_run(
         settings, parent_run_id, metrics={"published_rows": published},
         tags={"warehouse": _redact(warehouse_uri), "champion_version": champion_version},

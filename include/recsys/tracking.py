@@ -51,7 +51,8 @@ def tracking_uri_from_connection(conn_type: str | None, host: str | None, port: 
     scheme = "https" if (conn_type or "").lower() == "https" else "http"
     if "://" in host:
         scheme, host = host.split("://", 1)
-    address = f"{host.rstrip('/')}:{port}" if port else host.rstrip("/")
+    host = host.rstrip("/")
+    address = f"{host}:{port}" if port and ":" not in host else host  # a host may already carry its port
     suffix = f"/{path.strip('/')}" if path and path.strip("/") else ""
     return f"{scheme}://{address}{suffix}"
 
@@ -192,13 +193,32 @@ def champion_metric(settings: "Settings", metric: str = GATE_METRIC) -> tuple[st
     return (str(version.version), version.run_id, float(value)) if value is not None else None
 
 
-def promote_champion(settings: "Settings", run_id: str, artifact_path: str = "model") -> str:
-    """Register the run's model and point the `champion` alias at it; returns the new version."""
+def promote_champion(settings: "Settings", run_id: str, ds: str | None = None, artifact_path: str = "model") -> str:
+    """Register the run's model (tagged with its ``ds``) and point the `champion` alias at it; the new version.
+
+    A backfill publishes old days after newer ones: the alias then stays on the newest day's version
+    (compared by the ``ds`` tag), so re-computing history never rolls the champion back.
+    """
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     configure(settings)
+    client = MlflowClient()
     version = retry_locked(mlflow.register_model, f"runs:/{run_id}/{artifact_path}", REGISTERED_MODEL)
-    retry_locked(MlflowClient().set_registered_model_alias, REGISTERED_MODEL, CHAMPION_ALIAS, version.version)
+    if ds:
+        retry_locked(client.set_model_version_tag, REGISTERED_MODEL, version.version, "ds", ds)
+    try:
+        current = retry_locked(client.get_model_version_by_alias, REGISTERED_MODEL, CHAMPION_ALIAS)
+    except MlflowException:
+        current = None
+    current_ds = (current.tags or {}).get("ds", "") if current is not None else ""
+    if ds and current_ds > ds:
+        log.info(
+            "registered %s version %s for ds=%s; %s stays version %s (ds=%s, a newer day)",
+            REGISTERED_MODEL, version.version, ds, CHAMPION_ALIAS, current.version, current_ds,
+        )
+        return str(version.version)
+    retry_locked(client.set_registered_model_alias, REGISTERED_MODEL, CHAMPION_ALIAS, version.version)
     log.info("registered %s version %s as %s", REGISTERED_MODEL, version.version, CHAMPION_ALIAS)
     return str(version.version)

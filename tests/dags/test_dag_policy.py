@@ -80,7 +80,7 @@ def test_heavy_tasks_share_the_compute_pool(dagbag):
     dag = dagbag.dags["recsys_daily"]
     heavy = {"validate_raw", "build_features", "fuse"} | TRAIN_TASKS
     assert {t.task_id for t in dag.tasks if t.pool == COMPUTE_POOL} == heavy
-    assert dag.max_active_runs == 1  # backfills run day after day, never several at once
+    assert dag.max_active_runs == 1  # scheduled runs one at a time (backfills set their own; make backfill uses 1)
 
 
 def test_assets_feature_store_and_recommendations(dagbag):

@@ -310,7 +310,7 @@ def test_the_cron_run_for_a_day_that_never_landed_fails_naming_the_folder(drill,
 
 @pytest.fixture(scope="module")
 def quiet_day(drill, killed_and_rerun):
-    """Step 3: the next day's file holds a header and no events."""
+    """Step 4: the next day's file holds a header and no events."""
     _, last = drill.days
     day = last + timedelta(days=1)
     folder = drill.data_dir / "raw" / "events" / f"ds={day.isoformat()}"
@@ -349,7 +349,8 @@ def test_unreachable_postgres_warehouse_fails_publish_naming_it_and_publishes_no
     assert publish["try_number"] == tries_before + 1 + RETRIES  # the cleared try, then every retry
     logs = drill.attempt_logs(run_id, "publish")
     assert logs.count(f"cannot reach the PostgreSQL warehouse at 127.0.0.1:{port}/recsys") >= RETRIES + 1, tail(drill.root / "scheduler.log")
-    assert "drill-secret" not in logs
+    # (That the message never carries the password is tested in test_warehouse.py: Airflow masks connection
+    # passwords in task logs anyway, so a check here could not fail.)
     after = drill.recommendations(day)
     assert after.equals(before) and drill.run_record(day)["published_at"] == record_before["published_at"]
 

@@ -78,6 +78,7 @@ DELIBERATELY_DEFAULTED = {
     "RECSYS_ALS_TRIALS": "model search: the documented default (the whole ALS grid)",
     "RECSYS_RETRIES": "operations: the documented default (2 retries)",
     "RECSYS_RETRY_DELAY_SECONDS": "operations: the documented default (30 s, doubling)",
+    "RECSYS_LOCK_TIMEOUT_SECONDS": "operations: the documented default (an hour)",
     "AIRFLOW_HOME": "read only by `python -m recsys.local_airflow` (make backfill on one machine); the image sets it",
 }
 

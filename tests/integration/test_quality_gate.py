@@ -21,13 +21,13 @@ def _evaluation(hybrid: float, popularity: float) -> dict:
     return {"hybrid": {"ndcg@10": hybrid}, "popularity": {"ndcg@10": popularity}}
 
 
-def _make_champion(settings: Settings, ndcg: float) -> str:
+def _make_champion(settings: Settings, ndcg: float, ds: str | None = None) -> str:
     experiment_id = tracking.configure(settings)
     model = LogisticRegression().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_metric(tracking.GATE_METRIC, ndcg)
         mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
-    tracking.promote_champion(settings, run.info.run_id)
+    tracking.promote_champion(settings, run.info.run_id, ds=ds)
     return run.info.run_id
 
 
@@ -53,3 +53,12 @@ def test_promote_moves_the_alias(gate_settings):
     second = _make_champion(gate_settings, ndcg=0.25)
     version, run_id, value = tracking.champion_metric(gate_settings)
     assert run_id == second and value == pytest.approx(0.25) and version == "2"
+
+
+def test_a_backfilled_older_day_does_not_take_the_alias_back(gate_settings):
+    newest = _make_champion(gate_settings, ndcg=0.20, ds="2024-03-10")
+    _make_champion(gate_settings, ndcg=0.30, ds="2024-03-01")  # a backfill of an older day, registered later
+    version, run_id, value = tracking.champion_metric(gate_settings)
+    assert run_id == newest and version == "1" and value == pytest.approx(0.20)
+    later = _make_champion(gate_settings, ndcg=0.21, ds="2024-03-11")
+    assert tracking.champion_metric(gate_settings)[1] == later

@@ -13,7 +13,7 @@ def test_als_trials_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("RECSYS_ALS_TRIALS", "1")
     assert load_settings().als_trials == 1
     monkeypatch.delenv("RECSYS_ALS_TRIALS")
-    assert load_settings().als_trials == len(ALS_GRID)
+    assert load_settings().als_trials == 3 == len(ALS_GRID)  # the documented default: the whole grid
 
 
 @pytest.mark.parametrize("trials", [0, len(ALS_GRID) + 1])

@@ -14,6 +14,7 @@ from recsys.tracking import tracking_uri_from_connection
         ("https", "mlflow.example.com", None, "", "https://mlflow.example.com"),
         ("http", "http://mlflow/", 5000, None, "http://mlflow:5000"),
         ("generic", "https://tracking.internal", 443, "/mlflow/", "https://tracking.internal:443/mlflow"),
+        ("http", "mlflow:5000", 5000, None, "http://mlflow:5000"),
     ],
 )
 def test_connection_fields_give_the_tracking_uri(conn_type, host, port, path, expected):

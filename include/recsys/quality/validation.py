@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import shutil
 import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -436,7 +437,8 @@ class ValidationReport:
         return {**self.__dict__, "quarantined_fraction": self.quarantined_fraction}
 
 
-def _empty_day(typed: "DataFrame", ds: date, files: list[Path], clean_events_dir: Path, reports_dir: Path) -> ValidationReport:
+def _empty_day(typed: "DataFrame", ds: date, files: list[Path], clean_events_dir: Path, quarantine_dir: Path,
+               reports_dir: Path) -> ValidationReport:
     """A day whose files hold a header and no events: a quiet day, not an error.
 
     The day's clean partition is written empty (with the schema), so the feature build sees a validated
@@ -446,6 +448,8 @@ def _empty_day(typed: "DataFrame", ds: date, files: list[Path], clean_events_dir
     """
     clean_path = Path(clean_events_dir) / f"ds={ds.isoformat()}"
     typed.select(*RAW_COLUMNS).write.mode("overwrite").parquet(str(clean_path))
+    # An earlier landing of this day may have left a quarantine: it no longer describes the day.
+    shutil.rmtree(Path(quarantine_dir) / f"ds={ds.isoformat()}", ignore_errors=True)
     reports_dir = Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
     report_path = reports_dir / f"ds={ds.isoformat()}.json"
@@ -497,7 +501,7 @@ def validate_day(
         ) from exc
     if raw_rows == 0:
         typed.unpersist()
-        return _empty_day(typed, ds, files, clean_events_dir, reports_dir)
+        return _empty_day(typed, ds, files, clean_events_dir, quarantine_dir, reports_dir)
 
     gx_counts, docs_page = run_expectations(typed.drop(*[c for c in typed.columns if c.startswith("_raw_")]), ds, docs_dir)
 

@@ -161,9 +161,11 @@ def api_server(data_dir: Path, startup_timeout: float = 180) -> Iterator[tuple[s
                 time.sleep(1)
             yield f"http://127.0.0.1:{port}", generated_password(home)
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
             try:
+                os.killpg(server.pid, signal.SIGTERM)
                 server.wait(timeout=30)
+            except ProcessLookupError:
+                pass  # it died on its own (the error above says why)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()

@@ -20,6 +20,7 @@ import json
 import logging
 import numbers
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
@@ -451,6 +452,25 @@ _DUCKDB_WRITE_LOCKS: dict[str, threading.Lock] = {}
 _DUCKDB_WRITE_LOCKS_GUARD = threading.Lock()
 
 
+def _connect_waiting_for_readers(duckdb, path: Path, timeout_s: float = 60.0):
+    """``duckdb.connect`` that waits out short read-only readers (the UI page opens the file per request).
+
+    Writers exclude each other with the flock; a reader that does not take it (``read_only=True``
+    connections) still makes DuckDB refuse a writer with "Could not set lock on file" for a moment.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.1
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            logger.info("DuckDB warehouse %s is open in another process; retrying in %.1fs", path, delay)
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+
 class _ProcessFileLock:
     """An exclusive flock on a file, shared by every warehouse instance of this process on the same database.
 
@@ -519,7 +539,7 @@ class DuckDBWarehouse(Warehouse):
         # here for this one to close, instead of failing on "Could not set lock on file".
         self._process_lock = _ProcessFileLock(self.path.with_name(self.path.name + ".lock"))
         try:
-            self._connection = duckdb.connect(str(self.path))
+            self._connection = _connect_waiting_for_readers(duckdb, self.path)
         except BaseException:
             self._process_lock.close()
             raise
@@ -641,7 +661,7 @@ class PostgresWarehouse(Warehouse):
             self._connection = psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         except psycopg.OperationalError as exc:
             raise WarehouseUnavailableError(
-                f"cannot reach the PostgreSQL warehouse at {_endpoint(conninfo)}: {str(exc).strip().splitlines()[0][:300]}. "
+                f"cannot reach the PostgreSQL warehouse at {_endpoint(conninfo)}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}. "
                 "Check the warehouse_default connection (host, port, database, login) and that the server is up; "
                 "nothing was published."
             ) from exc
