@@ -270,18 +270,27 @@ def run_day(run: dict) -> str:
 
 
 def create_backfill(env: dict, start: date, end: date, reprocess: str = "completed", max_active_runs: int = 1,
-                    dag_id: str = DAG_ID) -> None:
+                    dag_id: str = DAG_ID, wait_for_previous_s: float = 300) -> None:
     """``airflow backfill create`` for ``start..end`` (inclusive); ``reprocess=completed`` recomputes every day.
 
     A backfill ignores the DAG's own ``max_active_runs`` (Airflow's default for backfills is 10), so it is
     passed explicitly: one day at a time is the fastest on 2 cores, since each run already trains four
     models side by side. Overlapping days are safe (see ``recsys.locks``), only slower.
     """
-    cli(
-        ["backfill", "create", "--dag-id", dag_id, "--from-date", start.isoformat(), "--to-date", end.isoformat(),
-         "--reprocess-behavior", reprocess, "--max-active-runs", str(max_active_runs)],
-        env,
-    )
+    args = ["backfill", "create", "--dag-id", dag_id, "--from-date", start.isoformat(), "--to-date", end.isoformat(),
+            "--reprocess-behavior", reprocess, "--max-active-runs", str(max_active_runs)]
+    # Airflow allows one running backfill per DAG, and marks one complete a few scheduler loops after its
+    # last run ends (a cleared-and-rerun day reopens it): wait for that rather than fail.
+    deadline = time.time() + wait_for_previous_s
+    while True:
+        try:
+            cli(args, env)
+            return
+        except AirflowError as exc:
+            if "AlreadyRunningBackfill" not in str(exc) or time.time() > deadline:
+                raise
+            log.info("another backfill of %s is still marked running; retrying in 5 s", dag_id)
+            time.sleep(5)
 
 
 def wait_for_days(services: Services, env: dict, days: list[date], timeout: float, dag_id: str = DAG_ID,
