@@ -26,7 +26,18 @@ from tests.e2e.airflow_stack import REPO_ROOT, airflow_env, run_airflow
 
 pytestmark = pytest.mark.e2e
 
-MOVIELENS = REPO_ROOT.parent / "shared" / "datasets" / "ml-latest-small"
+
+def _find_movielens() -> Path:
+    """``shared/datasets/ml-latest-small`` beside the checkout or beside any folder above it (git
+    worktrees live a level deeper than the main checkout)."""
+    for folder in REPO_ROOT.parents:
+        candidate = folder / "shared" / "datasets" / "ml-latest-small"
+        if candidate.is_dir():
+            return candidate
+    return REPO_ROOT.parent / "shared" / "datasets" / "ml-latest-small"
+
+
+MOVIELENS = _find_movielens()
 TOP_K = 20
 DAYS = 30
 #: A fixed, past day (after the DAG's start_date) so the run is the same whenever the test runs.

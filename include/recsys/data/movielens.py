@@ -6,9 +6,23 @@ title, genres and users' free-text tags are the text; the first genre is the cat
 
 MovieLens spans 20+ years with few ratings on most days, while the pipeline works on daily
 partitions and a lookback window. So the timeline is compressed onto ``days`` days ending at
-``end_date``: the ratings keep their global order (and so every user's order), evenly spread by rank.
-The data's licence allows redistribution of transformations under the same terms; read it from where
-it lies and never commit the output.
+``end_date``, in one of two ways (``timeline``):
+
+* ``per-user`` (the default): each user's ratings keep their own order and are spread evenly over the
+  whole window, so every user has history in the training days and their last ratings fall in the
+  validation and held-out days. The pipeline's temporal split then becomes the standard
+  leave-last-out-in-time protocol, scored on every rater (610 users on ml-latest-small).
+  The trade-off: across users the order is no longer real time. A 1996 rater and a 2018 rater share
+  the same days, so "popular lately" mixes eras, and training may hold ratings another user made
+  (in real time) after the held-out ones, a leak that every leave-last-out benchmark shares.
+* ``global``: all ratings keep their global order, evenly spread by rank. Real time order across
+  users holds, but MovieLens users rate in one burst, so the last days hold mostly brand-new users and
+  only a couple of dozen warm users are left to score (21 on ml-latest-small, 30 days): too few for
+  the comparison to mean much.
+
+The output is deterministic (ties broken by user, then movie). The data's licence allows
+redistribution of transformations under the same terms; read it from where it lies and never commit
+the output.
 
 ``python -m recsys.data.movielens --source ../shared/datasets/ml-latest-small --out ./data --days 30``
 """
@@ -29,6 +43,10 @@ from recsys.constants import CATALOG_COLUMNS, RAW_COLUMNS
 CART_MIN_RATING = 3.5
 PURCHASE_MIN_RATING = 4.5
 PRICE = 9.99  # MovieLens has no prices: a flat rental price keeps the contract's price column valid
+#: Ways of compressing the timeline (see the module docstring); the first is the default.
+TIMELINES = ("per-user", "global")
+#: Seconds left free at the end of the window for the +1 s / +2 s follow-up events of the last rating.
+_TAIL_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -59,10 +77,36 @@ def _require(path: Path, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def convert(source: Path | str, out_dir: Path | str, days: int = 30, end_date: date | None = None) -> AdapterSummary:
+def rating_offsets(ratings: pd.DataFrame, span_seconds: int, timeline: str = "per-user") -> tuple[pd.DataFrame, np.ndarray]:
+    """Ratings in a stable order and each one's offset in seconds from the window's start (0 .. span).
+
+    ``global``: the global order (time, user, movie), offsets evenly spread by global rank.
+    ``per-user``: each user's own order (time, movie), offsets evenly spread by the rating's rank
+    within the user, so every user reaches from the start of the window to its end.
+    """
+    if timeline not in TIMELINES:
+        raise ValueError(f"timeline must be one of {TIMELINES}, got {timeline!r}")
+    if timeline == "global":
+        ordered = ratings.sort_values(["timestamp", "userId", "movieId"], kind="mergesort").reset_index(drop=True)
+        offsets = np.arange(len(ordered), dtype=np.int64) * span_seconds // max(1, len(ordered))
+        return ordered, offsets
+    ordered = ratings.sort_values(["userId", "timestamp", "movieId"], kind="mergesort").reset_index(drop=True)
+    rank = ordered.groupby("userId").cumcount().to_numpy(np.int64)
+    count = ordered.groupby("userId")["movieId"].transform("size").to_numpy(np.int64)
+    # (rank + 1) / count: a user's last rating lands at the very end of the window, their first one
+    # step in (a user with one rating has it on the last day, which is all there is to say about them).
+    offsets = (rank + 1) * span_seconds // count
+    return ordered, offsets
+
+
+def convert(
+    source: Path | str, out_dir: Path | str, days: int = 30, end_date: date | None = None, timeline: str = "per-user"
+) -> AdapterSummary:
     source, out_dir = Path(source), Path(out_dir)
     if days < 5:
         raise ValueError(f"days must be at least 5 (the window needs training, validation and held-out days), got {days}")
+    if timeline not in TIMELINES:
+        raise ValueError(f"timeline must be one of {TIMELINES}, got {timeline!r}")
     ratings = _require(source / "ratings.csv", ["userId", "movieId", "rating", "timestamp"])
     movies = _require(source / "movies.csv", ["movieId", "title", "genres"])
     tags_path = source / "tags.csv"
@@ -70,10 +114,7 @@ def convert(source: Path | str, out_dir: Path | str, days: int = 30, end_date: d
     end_date = end_date or (datetime.now(timezone.utc).date() - timedelta(days=1))
     start = datetime(end_date.year, end_date.month, end_date.day, tzinfo=timezone.utc) - timedelta(days=days - 1)
 
-    # Stable order: time, then user, then movie, so the compressed timeline is deterministic.
-    ratings = ratings.sort_values(["timestamp", "userId", "movieId"], kind="mergesort").reset_index(drop=True)
-    span_seconds = days * 86400 - 10  # leave room for the +1 s / +2 s follow-up events on the last day
-    offsets = (np.arange(len(ratings)) * span_seconds // max(1, len(ratings))).astype("int64")
+    ratings, offsets = rating_offsets(ratings, days * 86400 - _TAIL_SECONDS, timeline)
     base_time = pd.Timestamp(start) + pd.to_timedelta(offsets, unit="s")
 
     genres = movies.set_index("movieId")["genres"].fillna("")
@@ -136,9 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="./data", help="the landing zone (RECSYS_DATA_DIR)")
     parser.add_argument("--days", type=int, default=30, help="days the timeline is compressed onto")
     parser.add_argument("--end-date", type=date.fromisoformat, default=None, help="last day (default: yesterday, UTC)")
+    parser.add_argument(
+        "--timeline", choices=TIMELINES, default=TIMELINES[0],
+        help="per-user: each user's ratings spread over the whole window (every user is scored); "
+        "global: all ratings in real time order (few warm users in the last days). See the module docstring.",
+    )
     args = parser.parse_args(argv)
     try:
-        summary = convert(args.source, args.out, args.days, args.end_date)
+        summary = convert(args.source, args.out, args.days, args.end_date, timeline=args.timeline)
     except (FileNotFoundError, ValueError) as exc:
         parser.exit(2, f"error: {exc}\n")
     print(summary.describe())
