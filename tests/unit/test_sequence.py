@@ -279,3 +279,15 @@ def test_item_prior_replaces_target_frequency_and_rejects_negative_counts():
     np.testing.assert_allclose(bias[1:], np.log(counts) - np.log(counts).mean(), atol=1e-5)
     with pytest.raises(ValueError, match="item_prior"):
         SequenceRecommender(params).fit(sequences, item_prior=pd.Series({10: -1.0}))
+
+
+def test_batch_size_gives_few_users_enough_steps_per_epoch():
+    from recsys.models.sequence import MIN_STEPS_PER_EPOCH, batch_size_for
+
+    assert MIN_STEPS_PER_EPOCH == 20
+    assert batch_size_for(610) == 32  # MovieLens: 610 // 20 = 30, floored at 32 (19 steps an epoch)
+    assert batch_size_for(3000) == 150  # the demo data: exactly 20 steps an epoch
+    assert batch_size_for(1_000_000) == 256  # large data keeps the throughput-friendly ceiling
+    assert batch_size_for(0) == 32
+    with pytest.raises(ValueError, match="n_sequences"):
+        batch_size_for(-1)

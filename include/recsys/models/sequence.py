@@ -52,6 +52,23 @@ _USERS_FILE = "users.npz"
 _PROGRESS_LOG_SECONDS = 30.0
 
 
+#: Optimiser steps an epoch should take at least (see :func:`batch_size_for`).
+MIN_STEPS_PER_EPOCH = 20
+
+
+def batch_size_for(n_sequences: int, largest: int = 256, smallest: int = 32) -> int:
+    """A batch size that gives at least :data:`MIN_STEPS_PER_EPOCH` steps an epoch, within [smallest, largest].
+
+    Why: an epoch is one pass over the users, so with few users a fixed batch of 256 leaves the LSTM
+    a handful of steps an epoch and early stopping ends it near its popularity prior. On MovieLens
+    (610 users, 3 steps an epoch at 256) validation NDCG@10 went from 0.038 to 0.070 with batches of 32;
+    large data keeps 256 (throughput per position is about the same either way).
+    """
+    if isinstance(n_sequences, bool) or not isinstance(n_sequences, (int, np.integer)) or n_sequences < 0:
+        raise ValueError(f"n_sequences must be an integer >= 0, got {n_sequences!r}")
+    return int(min(largest, max(smallest, n_sequences // MIN_STEPS_PER_EPOCH)))
+
+
 @dataclass(frozen=True)
 class SequenceParams:
     """Hyper-parameters of :class:`SequenceRecommender`."""
