@@ -403,11 +403,9 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
     val = stages["val"]
     val_candidates = _load_candidates(settings, day, "val", sources)
     val_features = features_for("val", val_candidates)
-    # The ranker's settings and the re-rank are chosen on out-of-fold scores of the validation users (two
-    # folds), then the ranker is refitted on the whole validation slice. The held-out slice plays no part.
-    params, choice, ranker_trials, rerank_trials = _choose_on_validation(
-        params, val, val_features, val_candidates, model_names, settings.seed
-    )
+    # The re-rank is chosen on out-of-fold scores of the validation users (two folds), then the ranker is
+    # refitted on the whole validation slice. The held-out slice plays no part in either.
+    choice, rerank_trials = _choose_rerank(params, val, val_features, val_candidates, model_names, settings.seed)
     ranker = HybridRanker(params).fit(val_features, val.targets)
 
     def hybrid_for(stage: str, n: int, catalog_ids=None) -> pd.DataFrame:
@@ -463,8 +461,7 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
         tracking.retry_locked(
             mlflow.log_params,
             {**{k_: str(v) for k_, v in asdict(params).items()}, "rerank_strength": choice.strength,
-             "rerank_max_per_category": choice.max_per_category, "rerank_search": json.dumps(rerank_trials),
-             "ranker_search": json.dumps(ranker_trials)},
+             "rerank_max_per_category": choice.max_per_category, "rerank_search": json.dumps(rerank_trials)},
         )
         tracking.retry_locked(mlflow.log_metrics, {f"test_{key}": v for key, v in tracking.metric_keys(table[HYBRID_NAME]).items()})
         tracking.retry_locked(mlflow.log_artifact, str(chart_path))
@@ -518,31 +515,36 @@ def _load_full_model(settings: Settings, day: date, name: str):
     raise ValueError(f"no loader for {name!r}")
 
 
-def _choose_on_validation(params, val, val_features: pd.DataFrame, val_candidates: dict, model_names, seed: int):
-    """Choose the ranker's settings, then the re-rank, on out-of-fold scores of the validation users (two seeded folds).
+def _choose_rerank(params, val, val_features: pd.DataFrame, val_candidates: dict, model_names, seed: int):
+    """Choose the re-rank on out-of-fold ranker scores of the validation users (two seeded folds).
 
     Each fold's candidates are scored by a ranker fitted on the other fold, so every validation user
     has scores from a ranker that never learned from them, and coverage is measured over all of them
     (as many users as a held-out slice of the same length, so the comparison with the single models
-    carries over). The held-out slice plays no part. Returns (params, re-rank choice, ranker trials,
-    re-rank trials).
+    carries over). The held-out slice plays no part.
     """
     from recsys.fusion import rules
-    from recsys.fusion.blend import choose_ranker
+    from recsys.fusion.blend import HybridRanker
 
     users = np.unique(val.targets[USER_COL].to_numpy(np.int64))
     rng = np.random.default_rng(seed)
-    folds = pd.Series(rng.permutation(len(users)) % 2, index=users)
-    try:
-        params, scored, ranker_trials = choose_ranker(params, val_features, val.targets, folds)
-    except ValueError as exc:  # too few validation users to split: keep the default ranker and its plain order
-        log.warning("ranker and re-rank not tuned (%s): the default ranker's learned order is used as is", exc)
-        return params, rules.RerankChoice(), [], []
+    fold_of = dict(zip(users.tolist(), rng.permutation(len(users)) % 2))
+    feature_fold = val_features[USER_COL].map(fold_of)
+    truth_fold = val.targets[USER_COL].map(fold_of)
+    scored = []
+    for fold in (0, 1):
+        try:
+            ranker = HybridRanker(params).fit(val_features[feature_fold != fold], val.targets[truth_fold != fold])
+        except ValueError as exc:  # too few validation users to split: keep the plain learned order
+            log.warning("re-rank not tuned (%s): the learned order is used as is", exc)
+            return rules.RerankChoice(), []
+        held = val_features[feature_fold == fold]
+        scored.append(ranker.rank(held, max(len(held), 1)))
     singles = {name: val_candidates[name] for name in model_names}
-    choice, rerank_trials = rules.choose_rerank(
-        scored, val.targets, singles, _item_users(val), _item_category(val), len(val.items), folds=folds,
+    return rules.choose_rerank(
+        pd.concat(scored, ignore_index=True), val.targets, singles, _item_users(val), _item_category(val), len(val.items),
+        folds=pd.Series(fold_of),
     )
-    return params, choice, ranker_trials, rerank_trials
 
 
 def _log_ranker(ranker) -> None:

@@ -11,14 +11,11 @@ import pytest
 from recsys.constants import ITEM_COL, RANK_COL, SCORE_COL, USER_COL
 from recsys.fusion.context import CONTEXT_COLUMNS, add_context_features
 from recsys.fusion.blend import (
-    RANKER_GAIN_FRACTION,
     FusionParams,
     HybridRanker,
     candidate_features,
-    choose_ranker,
     feature_columns,
     fill_with_fallback,
-    out_of_fold_scores,
     top_k_per_user,
 )
 from recsys.fusion.explain import add_reasons
@@ -185,48 +182,6 @@ def test_fit_needs_sources_and_truth_columns():
 def test_score_before_fit():
     with pytest.raises(RuntimeError, match="before fit"):
         HybridRanker(FAST_FUSION).score(pd.DataFrame({USER_COL: [1], ITEM_COL: [2]}))
-
-
-def _folds(features: pd.DataFrame) -> pd.Series:
-    users = np.unique(features[USER_COL])
-    return pd.Series(np.arange(len(users)) % 2, index=users)
-
-
-def test_out_of_fold_scores_rank_every_candidate_once_by_a_ranker_that_never_saw_the_user():
-    _, features, truth = _synthetic_stage(seed=4, n_users=80)
-    folds = _folds(features)
-    scored = out_of_fold_scores(FAST_FUSION, features, truth, folds)
-    assert len(scored) == len(features)
-    assert not scored.duplicated([USER_COL, ITEM_COL]).any()
-    assert (scored.groupby(USER_COL)[RANK_COL].min() == 1).all()
-    # Fold 1's scores come from a ranker fitted on fold 0 alone: refit it by hand and compare.
-    fold0 = features[USER_COL].map(folds) == 0
-    by_hand = HybridRanker(FAST_FUSION).fit(features[fold0], truth[truth[USER_COL].map(folds) == 0])
-    held = features[~fold0]
-    expected = held[[USER_COL, ITEM_COL]].assign(expected=by_hand.score(held))
-    merged = scored.merge(expected, on=[USER_COL, ITEM_COL])
-    assert len(merged) == len(held)
-    np.testing.assert_allclose(merged[SCORE_COL], merged["expected"])
-
-
-def test_choose_ranker_takes_a_setting_only_for_a_clear_out_of_fold_gain():
-    _, features, truth = _synthetic_stage(seed=5, n_users=80)
-    folds = _folds(features)
-    # Leaves larger than the data allow no split: every score is equal (ties by product id, near-random
-    # lists). The second setting learns the rule. The third repeats it: no gain, so it is not taken.
-    grid = ({"min_samples_leaf": 10**6}, {}, {"max_iter": 40})
-    params, scored, trials = choose_ranker(FAST_FUSION, features, truth, folds, k=3, grid=grid)
-    assert [t["oof_ndcg@3"] for t in trials][0] < 0.5 < trials[1]["oof_ndcg@3"]
-    assert trials[2]["oof_ndcg@3"] <= trials[1]["oof_ndcg@3"] * (1 + RANKER_GAIN_FRACTION)
-    assert params == FAST_FUSION  # the second point: no overrides
-    assert trials[1] == {"oof_ndcg@3": trials[1]["oof_ndcg@3"]}
-    # The returned rankings are the chosen setting's out-of-fold ones.
-    np.testing.assert_allclose(
-        scored.sort_values([USER_COL, ITEM_COL])[SCORE_COL].to_numpy(),
-        out_of_fold_scores(FAST_FUSION, features, truth, folds).sort_values([USER_COL, ITEM_COL])[SCORE_COL].to_numpy(),
-    )
-    with pytest.raises(ValueError, match="grid"):
-        choose_ranker(FAST_FUSION, features, truth, folds, grid=())
 
 
 def test_ranker_is_deterministic_and_survives_save_load(trained_ranker, tmp_path):

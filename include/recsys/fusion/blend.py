@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,19 +38,6 @@ class FusionParams:
     max_per_category: int = 0
     seed: int = 42
     sources: tuple[str, ...] = field(default_factory=tuple)
-
-
-#: Ranker settings tried on the validation slice (out of fold, see :func:`choose_ranker`): the default's
-#: small, strongly regularised trees, and two with more capacity. Which one wins depends on how many
-#: validation positives there are to learn from, so it is measured rather than fixed.
-RANKER_GRID = (
-    {},
-    {"max_iter": 200, "max_leaf_nodes": 15, "min_samples_leaf": 100},
-    {"learning_rate": 0.1, "max_iter": 300, "max_leaf_nodes": 31, "min_samples_leaf": 50},
-)
-#: A setting must beat the one before it in :data:`RANKER_GRID` by this fraction of out-of-fold NDCG@k
-#: to be chosen: more capacity has to earn its place.
-RANKER_GAIN_FRACTION = 0.01
 
 
 def candidate_features(
@@ -199,47 +186,3 @@ def fill_with_fallback(
     merged = pd.concat([recommendations, filler[[USER_COL, ITEM_COL, SCORE_COL, "sources"]]], ignore_index=True)
     merged = merged.drop_duplicates([USER_COL, ITEM_COL], keep="first")
     return top_k_per_user(merged, k)
-
-
-def out_of_fold_scores(params: FusionParams, features: pd.DataFrame, truth: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
-    """Every candidate of the users in ``folds`` (user_id -> fold) scored by a ranker fitted on the other folds.
-
-    Returns the candidates ranked per user (user, product, score, sources, rank), so metrics computed
-    on them are those of users the ranker never learned from. Raises ValueError (from :meth:`HybridRanker.fit`)
-    when a fold's complement has nothing to learn from.
-    """
-    feature_fold = features[USER_COL].map(folds)
-    truth_fold = truth[USER_COL].map(folds)
-    scored = []
-    for fold in np.unique(folds.to_numpy()):
-        ranker = HybridRanker(params).fit(features[feature_fold != fold], truth[truth_fold != fold])
-        held = features[feature_fold == fold]
-        scored.append(ranker.rank(held, max(len(held), 1)))
-    return pd.concat(scored, ignore_index=True)
-
-
-def choose_ranker(
-    params: FusionParams, features: pd.DataFrame, truth: pd.DataFrame, folds: pd.Series, k: int = 10, grid=RANKER_GRID
-) -> tuple[FusionParams, pd.DataFrame, list[dict]]:
-    """Pick the ranker's settings by out-of-fold NDCG@k on validation candidates; never the held-out slice.
-
-    Each grid point (overrides of ``params``) is scored on out-of-fold rankings (:func:`out_of_fold_scores`);
-    a point replaces the current choice only when its NDCG@k is at least :data:`RANKER_GAIN_FRACTION`
-    above it, so with no clear gain the earlier (simpler) setting stays. Returns the chosen params, their
-    out-of-fold rankings (for choosing the re-rank) and every trial (for MLflow).
-    """
-    from recsys.evaluation.metrics import ranking_metrics
-
-    if not grid:
-        raise ValueError("choose_ranker needs at least one grid point")
-    best = None
-    trials = []
-    for overrides in grid:
-        candidate = replace(params, **overrides)
-        scored = out_of_fold_scores(candidate, features, truth, folds)
-        ndcg = ranking_metrics(scored[scored[RANK_COL] <= k], truth, k)[f"ndcg@{k}"]
-        trials.append({**overrides, f"oof_ndcg@{k}": ndcg})
-        log.info("ranker trial %s: out-of-fold validation NDCG@%d %.4f", overrides or "default", k, ndcg)
-        if best is None or ndcg > best[0] * (1.0 + RANKER_GAIN_FRACTION):
-            best = (ndcg, candidate, scored)
-    return best[1], best[2], trials
