@@ -61,10 +61,11 @@ def query_sqlite(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
 class Services(local_airflow.Services):
     """:class:`recsys.local_airflow.Services`; ``start_scheduler_stack`` can also wait for a DAG to be parsed."""
 
-    def start_scheduler_stack(self, port: int, metadata_db: Path | None = None, dag_id: str = DAG_ID, dag_parsed=None) -> None:
+    def start_scheduler_stack(self, port: int, metadata_db: Path | None = None, dag_id: str = DAG_ID, dag_parsed=None,
+                              apps: str = "execution") -> None:
         """Also waits for ``dag_id`` to be parsed: read from the SQLite ``metadata_db``, or asked of
         ``dag_parsed()`` (truthy once the DAG is serialized) for a metadata DB this module cannot open."""
-        super().start_scheduler_stack(port)
+        super().start_scheduler_stack(port, apps)
         if metadata_db is not None:
             self.wait(
                 f"{dag_id} to be parsed",

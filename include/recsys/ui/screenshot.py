@@ -15,7 +15,6 @@ is downloaded.
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import shutil
 import tempfile
@@ -24,8 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from recsys.local_airflow import ADMIN, generated_password, simple_auth_settings  # noqa: F401 - ADMIN, generated_password: for the tests
+
 CHROMIUM = Path("/usr/bin/chromium")
-ADMIN = "admin"
 NAV_ROUTE = "plugin/recommendations"
 #: Viewport of the screenshot: wide enough for the two charts side by side, tall enough for the lookup.
 VIEWPORT = {"width": 1500, "height": 1400}
@@ -78,25 +78,16 @@ def look_up_user(frame: Any, user_id: int | str) -> None:
 
 
 def auth_settings(airflow_home: Path, port: int) -> dict[str, str]:
-    """Airflow settings of an api-server on ``port`` with auth on: SimpleAuthManager, one admin, whose
-    password the server generates into a passwords file in ``airflow_home``; fresh signing secrets."""
+    """Airflow settings of an api-server on ``port`` with auth on (:func:`recsys.local_airflow.simple_auth_settings`:
+    one admin, whose password the server generates) and fresh signing secrets."""
     return {
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "simple_auth_manager_passwords.json"),
+        **simple_auth_settings(airflow_home),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(24),
         "AIRFLOW__API__SECRET_KEY": secrets.token_hex(24),
     }
-
-
-def generated_password(airflow_home: Path, username: str = ADMIN) -> str:
-    """The password the api-server generated for ``username`` at start (SimpleAuthManager's passwords file)."""
-    path = airflow_home / "simple_auth_manager_passwords.json"
-    return json.loads(path.read_text())[username]
 
 
 @contextmanager
