@@ -31,7 +31,6 @@ import os
 import signal
 import time
 from datetime import date, datetime, timedelta
-from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,7 @@ import pytest
 from recsys import local_airflow
 from recsys.constants import MODEL_NAMES, RAW_COLUMNS
 from tests.e2e.airflow_stack import (
-    DAG_ID, TERMINAL_STATES, Services, airflow_cli, free_port, json_output, query_sqlite, scheduler_env, tail,
+    DAG_ID, TERMINAL_STATES, Services, airflow_cli, assert_tasks_overlapped, free_port, json_output, query_sqlite, scheduler_env, tail,
 )
 
 pytestmark = pytest.mark.e2e
@@ -221,15 +220,10 @@ def test_training_tasks_overlap_within_each_backfilled_run(drill, backfilled):
         intervals = {
             t: (datetime.fromisoformat(tasks[t]["start_date"]), datetime.fromisoformat(tasks[t]["end_date"])) for t in TRAIN_TASKS
         }
-        origin = min(start for start, _ in intervals.values())
-        described = {t: f"{(s - origin).total_seconds():.1f}s..{(e - origin).total_seconds():.1f}s" for t, (s, e) in intervals.items()}
-        print(f"\n{day} training task intervals: {described}")
-        features_end = datetime.fromisoformat(tasks["build_features"]["end_date"])
-        fuse_start = datetime.fromisoformat(tasks["fuse"]["start_date"])
-        for task_id, (start, end) in intervals.items():
-            assert features_end <= start < end <= fuse_start, (task_id, described)
-        for (a, (a_start, a_end)), (b, (b_start, b_end)) in combinations(intervals.items(), 2):
-            assert max(a_start, b_start) < min(a_end, b_end), f"{day}: {a} and {b} did not overlap: {described}"
+        assert_tasks_overlapped(
+            intervals, datetime.fromisoformat(tasks["build_features"]["end_date"]), datetime.fromisoformat(tasks["fuse"]["start_date"]),
+            f"{day} training task intervals",
+        )
 
 
 def test_published_asset_triggers_the_export_dag(drill, backfilled):
