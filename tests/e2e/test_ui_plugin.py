@@ -3,7 +3,9 @@
 One api-server (all apps: core API, UI, Execution API, plugins) on a free port, a fresh AIRFLOW_HOME with
 SQLite metadata and the SimpleAuthManager with one admin whose password the server generates into the
 passwords file; the data dir holds a small real warehouse (three published days, written by the
-project's writer), clean events and a catalog (tests/ui_warehouse.py). No DAG runs.
+project's writer), clean events and a catalog (tests/ui_warehouse.py). The DAGs are parsed into the
+metadata DB and the ``recsys_compute`` pool exists (``local_airflow.prepare``, as for ``make backfill``),
+so the UI shows ``recsys_daily`` as a deployment would. No scheduler: no DAG run executes.
 
 * Plain HTTP without credentials, with a forged token, or with a forged cookie gets no data from any
   route of the plugin app; a browser without a session is sent to the login page.
@@ -23,9 +25,10 @@ import urllib.request
 
 import pytest
 
+from recsys import local_airflow
 from recsys.ui import screenshot
 from tests import ui_warehouse as fx
-from tests.e2e.airflow_stack import STARTUP_TIMEOUT_S, Services, airflow_cli, airflow_env, free_port, http_ok
+from tests.e2e.airflow_stack import STARTUP_TIMEOUT_S, Services, airflow_env, free_port, http_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +52,7 @@ def server(tmp_path_factory):
     fx.build_data_dir(data_dir)
     port = free_port()
     env = airflow_env(airflow_home, data_dir, **screenshot.auth_settings(airflow_home, port))
-    airflow_cli(["db", "migrate"], env)
+    local_airflow.prepare(env)  # migrate, the recsys_compute pool, parse dags/ (the UI shows recsys_daily)
     services = Services(root, env)
     try:
         services.start("api-server", ["api-server"])
