@@ -206,16 +206,23 @@ def stale_days(store: PartialStore, clean: dict[date, Path], settings: "Settings
 
 
 # ---- transform + load: partials ----------------------------------------------------------------
-def run_concurrently(tasks: dict) -> dict:
+def run_concurrently(tasks: dict, barrier=None, after_barrier: dict | None = None) -> dict:
     """Run independent Spark actions side by side (one driver thread each) and return their results.
 
     Each write is a job with driver-side phases (planning, file commits) and stages that leave
-    cores idle; submitting them together lets the scheduler fill those gaps.
+    cores idle; submitting them together lets the scheduler fill those gaps. ``barrier`` (optional)
+    runs in the calling thread while ``tasks`` run, and ``after_barrier`` tasks start once it is
+    done: e.g. materialise a cache that they all read, while the jobs that do not read it proceed.
     """
-    if len(tasks) <= 1:
-        return {name: task() for name, task in tasks.items()}
-    with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="features") as pool:
+    after_barrier = after_barrier or {}
+    if barrier is None and len(tasks) + len(after_barrier) <= 1:
+        return {name: task() for name, task in {**tasks, **after_barrier}.items()}
+    workers = max(1, len(tasks) + len(after_barrier))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="features") as pool:
         futures = {name: pool.submit(task) for name, task in tasks.items()}
+        if barrier is not None:
+            barrier()
+        futures.update({name: pool.submit(task) for name, task in after_barrier.items()})
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -375,26 +382,32 @@ def combine(spark: "SparkSession", settings: "Settings", store: PartialStore, da
     per_user = P.stage_sequences(steps, bounds, settings.sequence_length)  # read once, by one job: no cache
     items = extract_partials(spark, store, "items", days)
     try:
-        stats.count()  # materialise the cache before the jobs below read it side by side
         pair_order = ["user_id", "product_id"]
-        results = run_concurrently({
-            "events": lambda: int(items.agg(F.coalesce(F.sum("n_events"), F.lit(0))).first()[0]),
-            "sessions": lambda: int(
-                P.combine_sessions(extract_partials(spark, store, "sessions", days), settings.session_gap_minutes).first()[0]
-            ),
-            "items": lambda: _write(P.combine_items(items, stats, catalog), paths.items, ["product_id"]),
-            "interactions": lambda: _write_stages(
-                {s: P.stage_interactions(stats, s) for s in STAGES}, paths, "interactions", pair_order
-            ),
-            "sequences": lambda: _write_stages(
-                {s: P.sequences_of_stage(per_user, s, settings.sequence_length) for s in STAGES}, paths, "sequences", ["user_id"],
-                stacked=P.stacked_sequences(per_user, STAGES, settings.sequence_length),
-            ),
-            "seen": lambda: _write_stages({s: P.stage_seen(stats, s) for s in STAGES}, paths, "seen", pair_order),
-            "targets": lambda: _write_stages(
-                {s: P.stage_targets(stats, s) for s in STAGES if bounds[s][1] is not None}, paths, "targets", pair_order
-            ),
-        })
+        # The jobs that do not read the cached stats (the sequences read the steps partials) start at
+        # once, beside the job that fills the cache; the writes of the stats tables follow it.
+        results = run_concurrently(
+            {
+                "events": lambda: int(items.agg(F.coalesce(F.sum("n_events"), F.lit(0))).first()[0]),
+                "sessions": lambda: int(
+                    P.combine_sessions(extract_partials(spark, store, "sessions", days), settings.session_gap_minutes).first()[0]
+                ),
+                "sequences": lambda: _write_stages(
+                    {s: P.sequences_of_stage(per_user, s, settings.sequence_length) for s in STAGES}, paths, "sequences",
+                    ["user_id"], stacked=P.stacked_sequences(per_user, STAGES, settings.sequence_length),
+                ),
+            },
+            barrier=stats.count,
+            after_barrier={
+                "items": lambda: _write(P.combine_items(items, stats, catalog), paths.items, ["product_id"]),
+                "interactions": lambda: _write_stages(
+                    {s: P.stage_interactions(stats, s) for s in STAGES}, paths, "interactions", pair_order
+                ),
+                "seen": lambda: _write_stages({s: P.stage_seen(stats, s) for s in STAGES}, paths, "seen", pair_order),
+                "targets": lambda: _write_stages(
+                    {s: P.stage_targets(stats, s) for s in STAGES if bounds[s][1] is not None}, paths, "targets", pair_order
+                ),
+            },
+        )
         shutil.rmtree(paths.root / "_stages", ignore_errors=True)
         counts.update({k: results.pop(k) for k in ("events", "sessions", "items")})
         written = results
