@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import date
 from pathlib import Path
@@ -62,6 +63,75 @@ def http_ok(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+#: The one user of the SimpleAuthManager settings below (Airflow generates its password at start).
+ADMIN = "admin"
+
+
+def simple_auth_settings(airflow_home: Path) -> dict[str, str]:
+    """Auth on, as in every shipped configuration: Airflow's SimpleAuthManager with one admin, whose
+    password the api-server generates into a file in ``airflow_home`` (:func:`generated_password`)."""
+    return {
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(Path(airflow_home) / "simple_auth_manager_passwords.json"),
+    }
+
+
+def generated_password(airflow_home: Path, username: str = ADMIN) -> str:
+    """The password the api-server generated for ``username`` at start (SimpleAuthManager's passwords file)."""
+    return json.loads((Path(airflow_home) / "simple_auth_manager_passwords.json").read_text())[username]
+
+
+def api_request(url: str, body: dict | None = None, token: str | None = None, method: str | None = None) -> tuple[int, dict | str]:
+    """One JSON request to the api-server: (status, decoded body); 4xx/5xx are returned, not raised."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method or ("POST" if data else "GET"))
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode(errors="replace")
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def api_token(base_url: str, username: str, password: str) -> str:
+    """A bearer token for the REST API from the auth manager's ``/auth/token`` (what ``curl`` users do)."""
+    status, body = api_request(f"{base_url}/auth/token", {"username": username, "password": password})
+    if status != 201:
+        raise AirflowError(f"POST {base_url}/auth/token answered {status}: {body}")
+    return body["access_token"]
+
+
+class BackfillAlreadyRunning(AirflowError):
+    """Airflow still marks another backfill of the DAG running (one at a time per DAG)."""
+
+
+def create_backfill_via_api(base_url: str, token: str, start: date, end: date, reprocess: str = "completed",
+                            max_active_runs: int = 1, dag_id: str = DAG_ID, wait_for_previous_s: float = 300) -> dict:
+    """``POST /api/v2/backfills``: the REST twin of :func:`create_backfill`; the created backfill as JSON."""
+    body = {
+        "dag_id": dag_id, "from_date": f"{start.isoformat()}T00:00:00Z", "to_date": f"{end.isoformat()}T00:00:00Z",
+        "reprocess_behavior": reprocess, "max_active_runs": max_active_runs,
+    }
+
+    def post() -> dict:
+        status, answer = api_request(f"{base_url}/api/v2/backfills", body, token)
+        if status == 409:
+            raise BackfillAlreadyRunning(f"POST /api/v2/backfills answered 409: {answer}")
+        if status != 200:
+            raise AirflowError(f"POST {base_url}/api/v2/backfills {json.dumps(body)} answered {status}: {answer}")
+        return answer
+
+    return _after_previous_backfill(post, dag_id, wait_for_previous_s)
 
 
 def airflow_env(airflow_home: Path, data_dir: Path, metadata_db_uri: str | None = None, **extra: str) -> dict:
@@ -172,9 +242,10 @@ class Services:
                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
-    def start_scheduler_stack(self, port: int) -> None:
-        """api-server (Execution API only), dag-processor and scheduler; returns once the API answers."""
-        self.start("api-server", ["api-server", "--apps", "execution"])
+    def start_scheduler_stack(self, port: int, apps: str = "execution") -> None:
+        """api-server (only the Execution API the tasks talk to, unless ``apps`` says e.g. "core,execution"
+        for the REST API too), dag-processor and scheduler; returns once the Execution API answers."""
+        self.start("api-server", ["api-server", "--apps", apps])
         self.start("dag-processor", ["dag-processor"])
         self.start("scheduler", ["scheduler", "--skip-serve-logs"])
         self.wait("the Execution API", lambda: http_ok(f"http://127.0.0.1:{port}/execution/health"), STARTUP_TIMEOUT_S)
@@ -279,15 +350,30 @@ def create_backfill(env: dict, start: date, end: date, reprocess: str = "complet
     """
     args = ["backfill", "create", "--dag-id", dag_id, "--from-date", start.isoformat(), "--to-date", end.isoformat(),
             "--reprocess-behavior", reprocess, "--max-active-runs", str(max_active_runs)]
-    # Airflow allows one running backfill per DAG, and marks one complete a few scheduler loops after its
-    # last run ends (a cleared-and-rerun day reopens it): wait for that rather than fail.
-    deadline = time.time() + wait_for_previous_s
-    while True:
+
+    def run_cli() -> None:
         try:
             cli(args, env)
-            return
         except AirflowError as exc:
-            if "AlreadyRunningBackfill" not in str(exc) or time.time() > deadline:
+            if "AlreadyRunningBackfill" in str(exc):
+                raise BackfillAlreadyRunning(str(exc)) from exc
+            raise
+
+    _after_previous_backfill(run_cli, dag_id, wait_for_previous_s)
+
+
+def _after_previous_backfill(create, dag_id: str, wait_s: float):
+    """``create()``, retried while another backfill of ``dag_id`` is still marked running.
+
+    Airflow allows one running backfill per DAG, and marks one complete a few scheduler loops after its
+    last run ends (a cleared-and-rerun day reopens it): wait for that rather than fail.
+    """
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            return create()
+        except BackfillAlreadyRunning:
+            if time.time() > deadline:
                 raise
             log.info("another backfill of %s is still marked running; retrying in 5 s", dag_id)
             time.sleep(5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -61,10 +62,11 @@ def query_sqlite(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
 class Services(local_airflow.Services):
     """:class:`recsys.local_airflow.Services`; ``start_scheduler_stack`` can also wait for a DAG to be parsed."""
 
-    def start_scheduler_stack(self, port: int, metadata_db: Path | None = None, dag_id: str = DAG_ID, dag_parsed=None) -> None:
+    def start_scheduler_stack(self, port: int, metadata_db: Path | None = None, dag_id: str = DAG_ID, dag_parsed=None,
+                              apps: str = "execution") -> None:
         """Also waits for ``dag_id`` to be parsed: read from the SQLite ``metadata_db``, or asked of
         ``dag_parsed()`` (truthy once the DAG is serialized) for a metadata DB this module cannot open."""
-        super().start_scheduler_stack(port)
+        super().start_scheduler_stack(port, apps)
         if metadata_db is not None:
             self.wait(
                 f"{dag_id} to be parsed",
@@ -73,3 +75,17 @@ class Services(local_airflow.Services):
             )
         if dag_parsed is not None:
             self.wait(f"{dag_id} to be parsed", dag_parsed, STARTUP_TIMEOUT_S)
+
+
+def assert_tasks_overlapped(intervals: dict, after, before, label: str) -> None:
+    """Every task in ``intervals`` ({task_id: (start, end)} datetimes) ran within ``after``..``before`` (the end
+    of its upstream, the start of its downstream), every pair overlapped, and all were running at one moment:
+    the executor really ran them side by side. The intervals are printed (``pytest -s`` shows them)."""
+    origin = min(start for start, _ in intervals.values())
+    described = {t: f"{(s - origin).total_seconds():.1f}s..{(e - origin).total_seconds():.1f}s" for t, (s, e) in intervals.items()}
+    print(f"\n{label}: {described}")
+    for task_id, (start, end) in intervals.items():
+        assert after <= start < end <= before, (label, task_id, described)
+    for (a, (a_start, a_end)), (b, (b_start, b_end)) in combinations(intervals.items(), 2):
+        assert max(a_start, b_start) < min(a_end, b_end), f"{label}: {a} and {b} did not overlap: {described}"
+    assert max(s for s, _ in intervals.values()) < min(e for _, e in intervals.values()), (label, described)

@@ -31,7 +31,6 @@ import json
 import re
 import time
 import uuid
-from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,7 @@ import pytest
 from recsys import local_airflow
 from recsys.constants import MODEL_NAMES
 from tests.e2e.airflow_stack import (
-    DAG_ID, TERMINAL_STATES, Services, airflow_cli, free_port, json_output, scheduler_env, tail,
+    DAG_ID, TERMINAL_STATES, Services, airflow_cli, assert_tasks_overlapped, free_port, json_output, scheduler_env, tail,
 )
 
 pytestmark = pytest.mark.e2e
@@ -275,16 +274,10 @@ def test_recommendations_landed_in_the_postgres_warehouse(celery_run):
 def test_training_tasks_overlap_on_the_worker(celery_run):
     task_instances = celery_run["task_instances"]
     intervals = {task_id: (task_instances[task_id]["start_date"], task_instances[task_id]["end_date"]) for task_id in TRAIN_TASKS}
-    origin = min(start for start, _ in intervals.values())
-    described = {t: f"{(s - origin).total_seconds():.1f}s..{(e - origin).total_seconds():.1f}s" for t, (s, e) in intervals.items()}
-    print(f"\ntraining task intervals on the Celery worker: {described}")
-    features_end = task_instances["build_features"]["end_date"]
-    fuse_start = task_instances["fuse"]["start_date"]
-    for task_id, (start, end) in intervals.items():
-        assert features_end <= start < end <= fuse_start, (task_id, described)
-    for (a, (a_start, a_end)), (b, (b_start, b_end)) in combinations(intervals.items(), 2):
-        assert max(a_start, b_start) < min(a_end, b_end), f"{a} and {b} did not overlap: {described}"
-    assert max(s for s, _ in intervals.values()) < min(e for _, e in intervals.values()), described
+    assert_tasks_overlapped(
+        intervals, task_instances["build_features"]["end_date"], task_instances["fuse"]["start_date"],
+        "training task intervals on the Celery worker",
+    )
 
 
 def test_everything_started_is_stopped_and_dropped(celery_run):

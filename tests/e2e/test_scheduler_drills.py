@@ -1,6 +1,6 @@
 """Production drills under a real scheduler: a backfill, a SIGKILL, a quiet day, services down.
 
-One set of real Airflow 3 services (``airflow api-server --apps execution``, ``dag-processor``,
+One set of real Airflow 3 services (``airflow api-server`` with auth on, ``dag-processor``,
 ``scheduler`` with the LocalExecutor on SQLite) runs for the whole module on one generated landing zone;
 each test is one step of a night a data engineer would recognise, in order, each building on the state
 the previous one left (so they share one ~10-minute session instead of four):
@@ -12,8 +12,9 @@ the previous one left (so they share one ~10-minute session instead of four):
    warehouse holds exactly one copy of the day, and the rows equal the first run's.
 3. The scheduler's own cron run, for yesterday, whose data never landed: validate_raw retries, then fails
    naming the missing folder; the backfilled days are untouched.
-4. A day whose file holds a header and no events: the run succeeds and publishes recommendations
-   recomputed from history for every user seen before.
+4. A day whose file holds a header and no events, backfilled through the REST API (``POST /api/v2/backfills``
+   with a token from Airflow's auth): the run succeeds and publishes recommendations recomputed from history
+   for every user seen before.
 5. The PostgreSQL warehouse unreachable (``warehouse_default`` pointed at a closed port): publish retries,
    then fails naming host:port/database; the DuckDB copy of the day is untouched.
 6. The MLflow tracking server unreachable (``mlflow_default`` at a closed port): validate_raw retries, then
@@ -30,7 +31,6 @@ import os
 import signal
 import time
 from datetime import date, datetime, timedelta
-from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ import pytest
 from recsys import local_airflow
 from recsys.constants import MODEL_NAMES, RAW_COLUMNS
 from tests.e2e.airflow_stack import (
-    DAG_ID, TERMINAL_STATES, Services, airflow_cli, free_port, json_output, query_sqlite, scheduler_env, tail,
+    DAG_ID, TERMINAL_STATES, Services, airflow_cli, assert_tasks_overlapped, free_port, json_output, query_sqlite, scheduler_env, tail,
 )
 
 pytestmark = pytest.mark.e2e
@@ -61,9 +61,10 @@ def _closed_port() -> int:
 class Drill:
     """The module's services, paths and the few metadata-DB reads the steps need."""
 
-    def __init__(self, root: Path, data_dir: Path, airflow_home: Path, env: dict, services: Services, days: list[date]):
+    def __init__(self, root: Path, data_dir: Path, airflow_home: Path, env: dict, services: Services, days: list[date], port: int):
         self.root, self.data_dir, self.airflow_home, self.env, self.services = root, data_dir, airflow_home, env, services
         self.days = days
+        self.base_url = f"http://127.0.0.1:{port}"
         self.db = airflow_home / "airflow.db"
 
     # ---- metadata DB -------------------------------------------------------------------------
@@ -165,11 +166,13 @@ def drill(tmp_path_factory):
         MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
         MLFLOW_HTTP_REQUEST_TIMEOUT="10",
     )
+    env.update(local_airflow.simple_auth_settings(airflow_home))
     local_airflow.prepare(env)
     services = Services(root, env)
     try:
-        services.start_scheduler_stack(port, airflow_home / "airflow.db")
-        yield Drill(root, data_dir, airflow_home, env, services, days)
+        # The whole api-server (REST API and UI too, behind auth): step 4 backfills through the REST API.
+        services.start_scheduler_stack(port, airflow_home / "airflow.db", apps="all")
+        yield Drill(root, data_dir, airflow_home, env, services, days, port)
     finally:
         services.stop()
     assert services.all_gone(), "an Airflow service or one of its children outlived the module"
@@ -217,15 +220,10 @@ def test_training_tasks_overlap_within_each_backfilled_run(drill, backfilled):
         intervals = {
             t: (datetime.fromisoformat(tasks[t]["start_date"]), datetime.fromisoformat(tasks[t]["end_date"])) for t in TRAIN_TASKS
         }
-        origin = min(start for start, _ in intervals.values())
-        described = {t: f"{(s - origin).total_seconds():.1f}s..{(e - origin).total_seconds():.1f}s" for t, (s, e) in intervals.items()}
-        print(f"\n{day} training task intervals: {described}")
-        features_end = datetime.fromisoformat(tasks["build_features"]["end_date"])
-        fuse_start = datetime.fromisoformat(tasks["fuse"]["start_date"])
-        for task_id, (start, end) in intervals.items():
-            assert features_end <= start < end <= fuse_start, (task_id, described)
-        for (a, (a_start, a_end)), (b, (b_start, b_end)) in combinations(intervals.items(), 2):
-            assert max(a_start, b_start) < min(a_end, b_end), f"{day}: {a} and {b} did not overlap: {described}"
+        assert_tasks_overlapped(
+            intervals, datetime.fromisoformat(tasks["build_features"]["end_date"]), datetime.fromisoformat(tasks["fuse"]["start_date"]),
+            f"{day} training task intervals",
+        )
 
 
 def test_published_asset_triggers_the_export_dag(drill, backfilled):
@@ -317,9 +315,15 @@ def quiet_day(drill, killed_and_rerun):
     folder.mkdir(parents=True)
     (folder / "events.csv").write_text(",".join(RAW_COLUMNS) + "\n")
     # A one-day backfill, not `dags trigger`: a manual run's data interval is the latest one before *now*,
-    # and `airflow tasks clear -s/-e` (used below) selects runs by their interval.
-    local_airflow.create_backfill(drill.env, day, day)
-    return day, drill.wait_run(day, f"the run for the empty day {day}")
+    # and `airflow tasks clear -s/-e` (used below) selects runs by their interval. This one goes through
+    # the REST API, as a data engineer's script would: a token from the auth manager, POST /api/v2/backfills.
+    token = local_airflow.api_token(drill.base_url, local_airflow.ADMIN, local_airflow.generated_password(drill.airflow_home))
+    backfill = local_airflow.create_backfill_via_api(drill.base_url, token, day, day)
+    assert (backfill["dag_id"], backfill["max_active_runs"], backfill["reprocess_behavior"]) == (DAG_ID, 1, "completed")
+    # Auth stays on: the same request without the token is refused.
+    status, _ = local_airflow.api_request(f"{drill.base_url}/api/v2/backfills", {"dag_id": DAG_ID, "from_date": f"{day}T00:00:00Z", "to_date": f"{day}T00:00:00Z"})
+    assert status == 401, status
+    return day, drill.wait_run(day, f"the run for the empty day {day} (backfilled through the REST API)")
 
 
 def test_a_day_without_events_publishes_recommendations_from_history(drill, quiet_day):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,16 +28,12 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from recsys.local_airflow import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 START_TIMEOUT_S = 180  # the first start migrates MLflow's schema into the empty database
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _replace_flag(args: list[str], name: str, value: str) -> list[str]:
@@ -87,7 +82,7 @@ def mlflow_service(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mlflow-service")
     artifacts = root / "artifacts"
-    port = _free_port()
+    port = free_port()
     args = [str(a) for a in service["command"]]
     for name, value in (("--host", "127.0.0.1"), ("--port", str(port)), ("--artifacts-destination", str(artifacts))):
         args = _replace_flag(args, name, value)

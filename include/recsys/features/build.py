@@ -22,6 +22,13 @@ day's partials only. ``mode="rebuild"`` recomputes every partial of the window; 
 is the one-shot computation over the clean events (no partials read or written), which the
 incremental result must equal table by table (``tests/integration/test_features_incremental.py``).
 
+The combine is one aggregation of the window's ``pairs`` partials into (user, product) figures of
+every stage side by side, cached range-partitioned by user and sorted by (user, product), from which
+every stage's interactions, seen and targets are written with no shuffle and no sort; the sequences
+(from the ``steps`` partials) and the session count run beside it. Each stage's rows change every day
+(the window slides and the decay is relative to the stage's cut-off), so a run rewrites them all: the
+cost of a one-day incremental run is that combine, bounded by the rows written, not the partials read.
+
 Runs of the DAG are serialised (``max_active_runs=1``), so two runs never write the same day's
 partials at once; a day's partials are written to a staging folder and moved into place, and its
 manifest is written last, so a run that dies half-way leaves the day marked for recomputation.
@@ -206,16 +213,23 @@ def stale_days(store: PartialStore, clean: dict[date, Path], settings: "Settings
 
 
 # ---- transform + load: partials ----------------------------------------------------------------
-def run_concurrently(tasks: dict) -> dict:
+def run_concurrently(tasks: dict, barrier=None, after_barrier: dict | None = None) -> dict:
     """Run independent Spark actions side by side (one driver thread each) and return their results.
 
     Each write is a job with driver-side phases (planning, file commits) and stages that leave
-    cores idle; submitting them together lets the scheduler fill those gaps.
+    cores idle; submitting them together lets the scheduler fill those gaps. ``barrier`` (optional)
+    runs in the calling thread while ``tasks`` run, and ``after_barrier`` tasks start once it is
+    done: e.g. materialise a cache that they all read, while the jobs that do not read it proceed.
     """
-    if len(tasks) <= 1:
-        return {name: task() for name, task in tasks.items()}
-    with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="features") as pool:
+    after_barrier = after_barrier or {}
+    if barrier is None and len(tasks) + len(after_barrier) <= 1:
+        return {name: task() for name, task in {**tasks, **after_barrier}.items()}
+    workers = max(1, len(tasks) + len(after_barrier))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="features") as pool:
         futures = {name: pool.submit(task) for name, task in tasks.items()}
+        if barrier is not None:
+            barrier()
+        futures.update({name: pool.submit(task) for name, task in after_barrier.items()})
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -310,18 +324,22 @@ def _write(frame: "DataFrame", path: Path, order_by: list[str]) -> int:
 
 def _write_stages(frames: dict[str, "DataFrame"], paths: FeaturePaths, table: str, order_by: list[str],
                   stacked: "DataFrame | None" = None) -> dict[str, int]:
-    """Write one table of several stages in one Spark job: ``<stage>/<table>/`` for each stage.
+    """Write one table of several stages: ``<stage>/<table>/`` for each stage.
 
-    ``stacked`` (optional) already holds every stage's rows with a ``stage`` column; otherwise the
-    frames are stacked. The inputs are range-partitioned by user, so each task's file is sorted and
-    a stage's files are in order: the rows of one sorted file, without a global sort.
+    The inputs are range-partitioned by user, so sorted partitions give files that are each sorted
+    and in order: the rows of one sorted file, without a global sort. Frames read from a cache that
+    is already sorted that way (see :func:`combine`) are written as they are, one plain write per
+    stage: the sort below is then removed by Spark's planner, and no stage column is added. A
+    ``stacked`` frame (every stage's rows with a ``stage`` column, e.g. exploded from one row per
+    user) is written in one job partitioned by stage instead.
     """
-    from functools import reduce
-
-    from pyspark.sql import functions as F
-
     if stacked is None:
-        stacked = reduce(lambda a, b: a.unionByName(b), [f.withColumn("stage", F.lit(s)) for s, f in frames.items()])
+        counts = {}
+        for stage, frame in frames.items():
+            target = paths.stage(stage, table)
+            frame.sortWithinPartitions(*order_by).write.mode("overwrite").parquet(str(target))
+            counts[stage] = rows_in(target)
+        return counts
     staging = paths.root / "_stages" / table
     stacked.sortWithinPartitions("stage", *order_by).write.mode("overwrite").partitionBy("stage").parquet(str(staging))
     counts = {}
@@ -367,34 +385,41 @@ def combine(spark: "SparkSession", settings: "Settings", store: PartialStore, da
     weights = settings.event_weights.as_dict()
     counts: dict = {}
 
-    # (user, product) figures of every stage in one pass, range-partitioned by user so the per-user
-    # window, the aggregation and the sorted writes need no further shuffle.
+    # (user, product) figures of every stage in one pass, range-partitioned by user so the aggregation
+    # and the writes need no further shuffle, and cached sorted by (user, product): sorted once here,
+    # every stage's interactions, seen and targets are written from it with no sort of their own.
     pairs = extract_partials(spark, store, "pairs", days).repartitionByRange("user_id")
-    stats = P.pair_stats(pairs, weights, settings.half_life_days, bounds).persist()
+    stats = P.pair_stats(pairs, weights, settings.half_life_days, bounds).sortWithinPartitions("user_id", "product_id").persist()
     steps = extract_partials(spark, store, "steps", days).repartitionByRange("user_id").sortWithinPartitions("user_id", "ds", "step")
     per_user = P.stage_sequences(steps, bounds, settings.sequence_length)  # read once, by one job: no cache
     items = extract_partials(spark, store, "items", days)
     try:
-        stats.count()  # materialise the cache before the jobs below read it side by side
         pair_order = ["user_id", "product_id"]
-        results = run_concurrently({
-            "events": lambda: int(items.agg(F.coalesce(F.sum("n_events"), F.lit(0))).first()[0]),
-            "sessions": lambda: int(
-                P.combine_sessions(extract_partials(spark, store, "sessions", days), settings.session_gap_minutes).first()[0]
-            ),
-            "items": lambda: _write(P.combine_items(items, stats, catalog), paths.items, ["product_id"]),
-            "interactions": lambda: _write_stages(
-                {s: P.stage_interactions(stats, s) for s in STAGES}, paths, "interactions", pair_order
-            ),
-            "sequences": lambda: _write_stages(
-                {s: P.sequences_of_stage(per_user, s, settings.sequence_length) for s in STAGES}, paths, "sequences", ["user_id"],
-                stacked=P.stacked_sequences(per_user, STAGES, settings.sequence_length),
-            ),
-            "seen": lambda: _write_stages({s: P.stage_seen(stats, s) for s in STAGES}, paths, "seen", pair_order),
-            "targets": lambda: _write_stages(
-                {s: P.stage_targets(stats, s) for s in STAGES if bounds[s][1] is not None}, paths, "targets", pair_order
-            ),
-        })
+        # The jobs that do not read the cached stats (the sequences read the steps partials) start at
+        # once, beside the job that fills the cache; the writes of the stats tables follow it.
+        results = run_concurrently(
+            {
+                "events": lambda: int(items.agg(F.coalesce(F.sum("n_events"), F.lit(0))).first()[0]),
+                "sessions": lambda: int(
+                    P.combine_sessions(extract_partials(spark, store, "sessions", days), settings.session_gap_minutes).first()[0]
+                ),
+                "sequences": lambda: _write_stages(
+                    {s: P.sequences_of_stage(per_user, s, settings.sequence_length) for s in STAGES}, paths, "sequences",
+                    ["user_id"], stacked=P.stacked_sequences(per_user, STAGES, settings.sequence_length),
+                ),
+            },
+            barrier=stats.count,
+            after_barrier={
+                "items": lambda: _write(P.combine_items(items, stats, catalog), paths.items, ["product_id"]),
+                "interactions": lambda: _write_stages(
+                    {s: P.stage_interactions(stats, s) for s in STAGES}, paths, "interactions", pair_order
+                ),
+                "seen": lambda: _write_stages({s: P.stage_seen(stats, s) for s in STAGES}, paths, "seen", pair_order),
+                "targets": lambda: _write_stages(
+                    {s: P.stage_targets(stats, s) for s in STAGES if bounds[s][1] is not None}, paths, "targets", pair_order
+                ),
+            },
+        )
         shutil.rmtree(paths.root / "_stages", ignore_errors=True)
         counts.update({k: results.pop(k) for k in ("events", "sessions", "items")})
         written = results

@@ -150,32 +150,37 @@ def pair_stats(pairs: "DataFrame", event_weights: dict[str, float], half_life_da
     """One row per (user, product) of the window, with every stage's interaction figures side by side.
 
     For each stage ``s`` with history cut-off ``H``: ``weight_s``, ``gross_s``, ``n_s`` (null when the
-    pair has no event before ``H``), ``last_s``, ``purchased_s``, ``known_s`` (the user has any event
-    before ``H``) and, for stages with a scored slice ``[H, T)``, ``future_s`` (events in the slice).
+    pair has no event before ``H``), ``last_s``, ``purchased_s`` and, for stages with a scored slice
+    ``[H, T)``, ``future_s`` (events in the slice). One aggregation and nothing per user: whether a
+    user is known before ``H`` is only needed for the few target candidates (:func:`stage_targets`),
+    so no window sorts every pair by user.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    w = T.event_weight_column(event_weights)
+    # The per-row factors are projected once: each stage's decay feeds both its weight and gross sums.
+    factors = [T.event_weight_column(event_weights).alias("_w")] + [
+        (F.col("decay_sum") * F.pow(F.lit(0.5), F.datediff(F.lit(history_end), F.col("ds")) / F.lit(half_life_days)))
+        .alias(f"_decay_{stage}")
+        for stage, (history_end, _) in bounds.items()
+    ]
+    rows = pairs.select("ds", "user_id", "product_id", "n_events", "last_event_time",
+                        (F.col("event_type") == "purchase").cast("int").alias("_purchase"), *factors)
+    w = F.col("_w")
     aggs = []
     for stage, (history_end, target_end) in bounds.items():
         in_history = F.col("ds") < F.lit(history_end)
-        decay = F.col("decay_sum") * F.pow(F.lit(0.5), F.datediff(F.lit(history_end), F.col("ds")) / F.lit(half_life_days))
+        decay = F.col(f"_decay_{stage}")
         aggs += [
             F.sum(F.when(in_history, w * decay)).alias(f"weight_{stage}"),
             F.sum(F.when(in_history, F.abs(w) * decay)).alias(f"gross_{stage}"),
             F.sum(F.when(in_history, F.col("n_events"))).alias(f"n_{stage}"),
             F.max(F.when(in_history, F.col("last_event_time"))).alias(f"last_{stage}"),
-            F.max(F.when(in_history, (F.col("event_type") == "purchase").cast("int"))).alias(f"purchased_{stage}"),
+            F.max(F.when(in_history, F.col("_purchase"))).alias(f"purchased_{stage}"),
         ]
         if target_end is not None:
             in_slice = (F.col("ds") >= F.lit(history_end)) & (F.col("ds") < F.lit(target_end))
             aggs.append(F.sum(F.when(in_slice, F.col("n_events"))).alias(f"future_{stage}"))
-    stats = pairs.groupBy("user_id", "product_id").agg(*aggs)
-    by_user = Window.partitionBy("user_id")
-    for stage in bounds:
-        stats = stats.withColumn(f"known_{stage}", F.max(F.col(f"n_{stage}").isNotNull().cast("int")).over(by_user) == 1)
-    return stats
+    return rows.groupBy("user_id", "product_id").agg(*aggs)
 
 
 def stage_interactions(stats: "DataFrame", stage: str) -> "DataFrame":
@@ -201,12 +206,17 @@ def stage_seen(stats: "DataFrame", stage: str) -> "DataFrame":
 
 
 def stage_targets(stats: "DataFrame", stage: str) -> "DataFrame":
-    """Same rows as :func:`transforms.targets`: new pairs of the scored slice, warm users only."""
+    """Same rows as :func:`transforms.targets`: new pairs of the scored slice, warm users only.
+
+    The candidates (events in the slice, none before) are few; the warm users come from a per-user
+    aggregate (one row per user), broadcast so the candidates keep their partitioning by user.
+    """
     from pyspark.sql import functions as F
 
-    return stats.filter(
-        F.col(f"future_{stage}").isNotNull() & F.col(f"n_{stage}").isNull() & F.col(f"known_{stage}")
-    ).select("user_id", "product_id")
+    n = F.col(f"n_{stage}")
+    candidates = stats.filter(F.col(f"future_{stage}").isNotNull() & n.isNull()).select("user_id", "product_id")
+    warm = stats.filter(n.isNotNull()).groupBy("user_id").agg(F.count(F.lit(1)).alias("_pairs")).select("user_id")
+    return candidates.join(F.broadcast(warm), "user_id", "left_semi")
 
 
 def stage_sequences(steps: "DataFrame", bounds: Bounds, max_len: int) -> "DataFrame":

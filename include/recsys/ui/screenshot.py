@@ -15,24 +15,17 @@ is downloaded.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from recsys.local_airflow import ADMIN, generated_password, simple_auth_settings  # noqa: F401 - ADMIN, generated_password: for the tests
+
 CHROMIUM = Path("/usr/bin/chromium")
-ADMIN = "admin"
 NAV_ROUTE = "plugin/recommendations"
 #: Viewport of the screenshot: wide enough for the two charts side by side, tall enough for the lookup.
 VIEWPORT = {"width": 1500, "height": 1400}
@@ -84,28 +77,11 @@ def look_up_user(frame: Any, user_id: int | str) -> None:
 # ------------------------------------------------------------------------------------------------ api-server
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def auth_settings(airflow_home: Path, port: int) -> dict[str, str]:
-    """Airflow settings of an api-server on ``port`` with auth on: SimpleAuthManager, one admin, whose
-    password the server generates into a passwords file in ``airflow_home``; fresh signing secrets."""
+    """Airflow settings of an api-server on ``port`` with auth on (:func:`recsys.local_airflow.simple_auth_settings`:
+    one admin, whose password the server generates) and fresh signing secrets."""
     return {
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "simple_auth_manager_passwords.json"),
+        **simple_auth_settings(airflow_home),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__WORKERS": "1",
@@ -114,62 +90,23 @@ def auth_settings(airflow_home: Path, port: int) -> dict[str, str]:
     }
 
 
-def api_server_env(airflow_home: Path, data_dir: Path, port: int) -> dict:
-    """The whole environment of a throw-away api-server (SQLite in ``airflow_home``) over ``data_dir``."""
-    repo_root = Path(__file__).resolve().parents[3]
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(repo_root / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(repo_root / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "RECSYS_DATA_DIR": str(data_dir),
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-        **auth_settings(airflow_home, port),
-    }
-    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
-    return env
-
-
-def generated_password(airflow_home: Path, username: str = ADMIN) -> str:
-    """The password the api-server generated for ``username`` at start (SimpleAuthManager's passwords file)."""
-    path = airflow_home / "simple_auth_manager_passwords.json"
-    return json.loads(path.read_text())[username]
-
-
 @contextmanager
-def api_server(data_dir: Path, startup_timeout: float = 180) -> Iterator[tuple[str, str]]:
-    """A running api-server over ``data_dir``: yields (base URL, admin password); stopped on exit."""
-    airflow = Path(sys.executable).parent / "airflow"
+def api_server(data_dir: Path) -> Iterator[tuple[str, str]]:
+    """A running api-server over ``data_dir`` (SQLite in a throw-away AIRFLOW_HOME): yields (base URL,
+    admin password); stopped and cleaned up on exit."""
+    from recsys import local_airflow as la
+
     home = Path(tempfile.mkdtemp(prefix="recsys-ui-airflow-"))
-    port = _free_port()
-    env = api_server_env(home, data_dir, port)
-    log_path = home / "api-server.log"
+    port = la.free_port()
+    env = la.airflow_env(home, data_dir, **auth_settings(home, port))
+    services = la.Services(home / "services", env)
     try:
-        migrated = subprocess.run([str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-        if migrated.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed (rc={migrated.returncode}) in {home}:\n{(migrated.stdout + migrated.stderr)[-3000:]}")
-        with open(log_path, "w") as log:
-            server = subprocess.Popen(
-                [str(airflow), "api-server"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            deadline = time.time() + startup_timeout
-            while not _healthy(f"http://127.0.0.1:{port}/api/v2/monitor/health"):
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"airflow api-server did not come up; its log {log_path}:\n{log_path.read_text()[-3000:]}")
-                time.sleep(1)
-            yield f"http://127.0.0.1:{port}", generated_password(home)
-        finally:
-            try:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(timeout=30)
-            except ProcessLookupError:
-                pass  # it died on its own (the error above says why)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+        la.cli(["db", "migrate"], env, timeout=600)
+        services.start("api-server", ["api-server"])
+        services.wait("the api-server", lambda: la.http_ok(f"http://127.0.0.1:{port}/api/v2/monitor/health"), la.STARTUP_TIMEOUT_S)
+        yield f"http://127.0.0.1:{port}", generated_password(home)
     finally:
+        services.stop()
         shutil.rmtree(home, ignore_errors=True)
 
 
