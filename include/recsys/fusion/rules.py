@@ -23,7 +23,7 @@ from recsys.fusion.blend import top_k_per_user
 log = logging.getLogger(__name__)
 
 #: Penalty strengths and category caps tried on the validation slice (0, 0 = the plain learned order).
-PENALTY_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45)
+PENALTY_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45)
 CATEGORY_CAP_GRID = (0, 4)
 #: NDCG@k within this fraction of the best validation NDCG counts as a tie (a thousand validation users
 #: cannot tell them apart: the standard error of their mean NDCG is several percent of it); among tied
