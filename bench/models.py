@@ -24,7 +24,8 @@ held-out slice. What is matched and what cannot be:
   conjugate-gradient solver (implicit's default) is timed as an extra row.
 * time: our ALSRecommender.fit end to end (pandas -> Spark DataFrame, MLlib fit, factors back to numpy,
   seen index) against building the CSR matrix plus implicit's fit. Session start-up is excluded; a small
-  warm-up fit runs first on each side.
+  warm-up fit runs first on each side, then ``--als-repeats`` full fits each, and the median is compared
+  (the JVM's JIT keeps warming over the first full fit: about 12 s, then about 10 s, on a quiet machine).
 
 LSTM. SequenceRecommender on generated sequences, the same users, lengths and positions for each
 catalog size, only the item ids drawn from a larger vocabulary (every item occurs at least once, so the
@@ -75,6 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     als.add_argument("--reg", type=float, default=0.05)
     als.add_argument("--alpha", type=float, default=20.0)
     als.add_argument("--iterations", type=int, default=12)
+    als.add_argument("--als-repeats", type=int, default=3, help="fits per library; the median time is reported, with the spread")
     lstm = parser.add_argument_group("LSTM")
     lstm.add_argument("--catalog-sizes", default="10000,100000", help="comma-separated item vocabulary sizes")
     lstm.add_argument("--seq-users", type=int, default=4000, help="sequences (users) per catalog size")
@@ -208,6 +210,20 @@ def _recommend_from_factors(user_ids, item_ids, user_factors, item_factors, seen
     return pd.concat(frames, ignore_index=True)
 
 
+def _repeat(times: int, fit):
+    """Run ``fit`` ``times`` times; returns (seconds of each run, the last result)."""
+    seconds, result = [], None
+    for _ in range(max(1, times)):
+        started = time.perf_counter()
+        result = fit()
+        seconds.append(time.perf_counter() - started)
+    return seconds, result
+
+
+def _spread(seconds: list[float]) -> str:
+    return f"median {np.median(seconds):.2f} (min {min(seconds):.2f}, max {max(seconds):.2f}, {len(seconds)} fits)"
+
+
 def bench_als(args, root: Path, spark_holder: dict) -> dict:
     from threadpoolctl import threadpool_limits
 
@@ -234,11 +250,10 @@ def bench_als(args, root: Path, spark_holder: dict) -> dict:
     # --- ours: Spark MLlib through ALSRecommender ---
     spark = spark_holder.setdefault("spark", get_spark(_settings(args, root.parent.parent), app_name="bench-models"))
     ALSRecommender(ALSParams(**{**asdict(params), "max_iter": 2})).fit(spark, warmup, seen=data.seen)
-    started = time.perf_counter()
-    ours = ALSRecommender(params).fit(spark, interactions, seen=data.seen)
-    mllib_seconds = time.perf_counter() - started
+    mllib_times, ours = _repeat(args.als_repeats, lambda: ALSRecommender(params).fit(spark, interactions, seen=data.seen))
+    mllib_seconds = float(np.median(mllib_times))
     mllib_metrics = _metrics(ours.recommend(users, K), data)
-    log.info("MLlib ALS: %.1fs, ndcg@10 %.4f", mllib_seconds, mllib_metrics[f"ndcg@{K}"])
+    log.info("MLlib ALS: %s s, ndcg@10 %.4f", _spread(mllib_times), mllib_metrics[f"ndcg@{K}"])
 
     # --- implicit, the matched configuration and its default CG solver ---
     from implicit.cpu.als import AlternatingLeastSquares
@@ -257,19 +272,17 @@ def bench_als(args, root: Path, spark_holder: dict) -> dict:
     with threadpool_limits(1, "blas"):
         for label, use_cg in (("implicit (exact solver)", False), ("implicit (CG solver)", True)):
             fit_implicit(use_cg, warmup, 2)
-            started = time.perf_counter()
-            model, user_ids, item_ids = fit_implicit(use_cg, interactions, args.iterations)
-            seconds = time.perf_counter() - started
+            times, (model, user_ids, item_ids) = _repeat(args.als_repeats, lambda: fit_implicit(use_cg, interactions, args.iterations))
             recs = _recommend_from_factors(user_ids, item_ids, model.user_factors, model.item_factors, data.seen, users)
-            rows[label] = {"seconds": seconds, "metrics": _metrics(recs, data), "use_cg": use_cg}
-            log.info("%s: %.1fs, ndcg@10 %.4f", label, seconds, rows[label]["metrics"][f"ndcg@{K}"])
+            rows[label] = {"seconds": float(np.median(times)), "fit_seconds": times, "metrics": _metrics(recs, data), "use_cg": use_cg}
+            log.info("%s: %s s, ndcg@10 %.4f", label, _spread(times), rows[label]["metrics"][f"ndcg@{K}"])
 
     matched = rows["implicit (exact solver)"]
     ndcg_ours, ndcg_theirs = mllib_metrics[f"ndcg@{K}"], matched["metrics"][f"ndcg@{K}"]
     return {
         "data": shape,
         "params": {"rank": args.rank, "regularization": args.reg, "alpha": args.alpha, "iterations": args.iterations, "threads": args.threads},
-        "rows": {"Spark MLlib ALS (ours)": {"seconds": mllib_seconds, "metrics": mllib_metrics}, **rows},
+        "rows": {"Spark MLlib ALS (ours)": {"seconds": mllib_seconds, "fit_seconds": mllib_times, "metrics": mllib_metrics}, **rows},
         "time_ratio_mllib_over_implicit": mllib_seconds / matched["seconds"],
         "time_ratio_mllib_over_implicit_cg": mllib_seconds / rows["implicit (CG solver)"]["seconds"],
         "ndcg_abs_diff": ndcg_ours - ndcg_theirs,
@@ -370,12 +383,13 @@ def print_report(report: dict) -> None:
               f"held-out: {s['eval_users']:,} users, {s['targets']:,} targets")
         print(f"  rank {p['rank']}, regularization {p['regularization']}, alpha {p['alpha']}, {p['iterations']} iterations, "
               f"{p['threads']} threads; confidence 1 + alpha*|w| on both sides")
-        header = f"  {'model':<26}{'fit s':>9}{'ndcg@10':>10}{'hr@10':>9}{'recall@10':>11}{'map@10':>9}{'coverage@10':>13}"
+        header = f"  {'model':<26}{'fit s':>9}{'min-max s':>13}{'ndcg@10':>10}{'hr@10':>9}{'recall@10':>11}{'map@10':>9}{'coverage@10':>13}"
         print(header)
         print("  " + "-" * (len(header) - 2))
         for name, row in a["rows"].items():
             m = row["metrics"]
-            print(f"  {name:<26}{row['seconds']:>9.2f}{m['ndcg@10']:>10.4f}{m['hr@10']:>9.4f}{m['recall@10']:>11.4f}"
+            spread = f"{min(row['fit_seconds']):.2f}-{max(row['fit_seconds']):.2f}"
+            print(f"  {name:<26}{row['seconds']:>9.2f}{spread:>13}{m['ndcg@10']:>10.4f}{m['hr@10']:>9.4f}{m['recall@10']:>11.4f}"
                   f"{m['map@10']:>9.4f}{m['coverage@10']:>13.4f}")
         ratio = a["time_ratio_mllib_over_implicit"]
         print(f"  time ratio MLlib / implicit (exact): {ratio:.2f}x  (target <= {TIME_RATIO_TARGET:.0f}x: {_verdict(ratio <= TIME_RATIO_TARGET)}); "

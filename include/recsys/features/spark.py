@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,25 @@ def spark_master_from_connection(host: str | None, port: int | None) -> str:
     if port and host.count(":") < 2:
         host = f"{host}:{port}"
     return host
+
+
+def master_slots(master: str, default_parallelism: int) -> int:
+    """Task slots a master URL gives: N of ``local[N]`` (every CPU for ``local[*]``, one for ``local``).
+
+    On a cluster the executors' cores are not known from the URL: ``default_parallelism`` then.
+    """
+    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master.strip())
+    if local is None:
+        return max(1, default_parallelism)
+    threads = local.group(1)
+    if threads is None:
+        return 1
+    return (os.cpu_count() or 1) if threads == "*" else max(1, int(threads))
+
+
+def session_cores(spark: "SparkSession") -> int:
+    """Task slots of a running session (its ``defaultParallelism`` is the pipeline's shuffle partitions, no guide)."""
+    return master_slots(spark.sparkContext.master, spark.sparkContext.defaultParallelism)
 
 
 def get_spark(settings: "Settings", app_name: str = "recsys") -> "SparkSession":

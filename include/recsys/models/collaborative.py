@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.constants import ITEM_COL, USER_COL
+from recsys.features.spark import session_cores
 from recsys.models.base import FactorScoredRecommender, SeenIndex, check_columns, check_k
 
 if TYPE_CHECKING:
@@ -31,8 +32,9 @@ class ALSParams:
     alpha: float = 20.0
     max_iter: int = 12
     seed: int = 42
-    #: user/item blocks of MLlib's ALS; 0 = the Spark default parallelism. MLlib's default of 10
-    #: blocks means ten tasks per half-iteration, pure scheduling overhead on a 2-core local session.
+    #: user/item blocks of MLlib's ALS; 0 = the session's task slots (2 on ``local[2]``). MLlib's default
+    #: of 10, or the pipeline's 8 shuffle partitions, means 8-10 tasks per half-iteration on 2 cores:
+    #: pure scheduling and shuffle overhead (bench/models.py: 15.8 s with 8 blocks, about 10 s with 2).
     num_blocks: int = 0
 
 
@@ -70,8 +72,9 @@ class ALSRecommender(FactorScoredRecommender):
             }
         )
         p = self.params
-        blocks = p.num_blocks or max(1, spark.sparkContext.defaultParallelism)
-        ratings = spark.createDataFrame(frame).repartition(blocks)
+        blocks = p.num_blocks or session_cores(spark)
+        # No repartition: ALS groups the ratings into its user x item blocks itself (one shuffle).
+        ratings = spark.createDataFrame(frame)
         als = ALS(
             numUserBlocks=blocks, numItemBlocks=blocks,
             rank=p.rank, regParam=p.reg_param, alpha=p.alpha, maxIter=p.max_iter, seed=p.seed,
