@@ -472,3 +472,15 @@ def test_similar_items_are_text_neighbours_and_never_the_item_itself(content_mod
     top = similar[similar["source_product_id"] == 100].head(3)
     assert top[ITEM_COL].tolist() == [101, 102, 103]
     np.testing.assert_allclose(top[SCORE_COL], 1.0, rtol=1e-5)
+
+
+@pytest.mark.spark
+def test_als_with_many_iterations_checkpoints_instead_of_overflowing_the_stack(spark):
+    # Without a checkpoint folder MLlib's lineage grows with every iteration: at 24 iterations the task
+    # that serialises it fails with StackOverflowError every time. The fit gives the session a folder.
+    interactions = _interactions(seed=3)
+    model = ALSRecommender(ALSParams(rank=4, max_iter=30, reg_param=1.0, seed=7)).fit(spark, interactions)
+    assert spark.sparkContext.getCheckpointDir()
+    assert np.isfinite(model.item_factors).all() and np.abs(model.item_factors).sum() > 0
+    recs = model.recommend([GROUP_A[0]], k=3)
+    assert len(recs) == 3

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pyspark is heavy: imported lazily where a session is really built
@@ -74,7 +78,34 @@ def get_spark(settings: "Settings", app_name: str = "recsys") -> "SparkSession":
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+        # Checkpoint files (ALS's, see ensure_checkpoint_dir) are deleted once their RDDs are gone.
+        .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("WARN")
+    # Under the data folder, which a cluster's executors must share anyway (they write the features there).
+    ensure_checkpoint_dir(spark, settings.data_dir / "spark-checkpoints")
     return spark
+
+
+def ensure_checkpoint_dir(spark: "SparkSession", folder: "Path | str | None" = None) -> str:
+    """Give the session a checkpoint folder unless it has one; returns the folder in use.
+
+    Iterative MLlib jobs (ALS) grow an RDD lineage with every iteration; without checkpoints the task
+    that serialises it overflows the JVM's stack (``Task serialization failed: StackOverflowError``):
+    seen at 12 ALS iterations on a busy machine, every time at 24. With a folder set, ALS cuts the
+    lineage every ``checkpointInterval`` (10) iterations. ``folder`` None: a fresh temporary folder.
+    Spark writes into a new sub-folder per session; it is removed when this process exits (the files
+    are scratch: a fitted model never reads them back after its factors are collected).
+    """
+    context = spark.sparkContext
+    current = context.getCheckpointDir()
+    if current:
+        return current
+    path = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="recsys-spark-checkpoints-"))
+    path.mkdir(parents=True, exist_ok=True)
+    context.setCheckpointDir(str(path))
+    current = context.getCheckpointDir()
+    if current.startswith("file:"):
+        atexit.register(shutil.rmtree, current[len("file:"):], ignore_errors=True)
+    return current

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.constants import ITEM_COL, USER_COL
-from recsys.features.spark import session_cores
+from recsys.features.spark import ensure_checkpoint_dir, session_cores
 from recsys.models.base import FactorScoredRecommender, SeenIndex, check_columns, check_k
 
 if TYPE_CHECKING:
@@ -75,11 +75,12 @@ class ALSRecommender(FactorScoredRecommender):
         blocks = p.num_blocks or session_cores(spark)
         # No repartition: ALS groups the ratings into its user x item blocks itself (one shuffle).
         ratings = spark.createDataFrame(frame)
+        ensure_checkpoint_dir(spark)  # ALS checkpoints every 10 iterations only where a folder is set
         als = ALS(
             numUserBlocks=blocks, numItemBlocks=blocks,
             rank=p.rank, regParam=p.reg_param, alpha=p.alpha, maxIter=p.max_iter, seed=p.seed,
             implicitPrefs=True, userCol="u", itemCol="i", ratingCol="w",
-            coldStartStrategy="drop", nonnegative=False,
+            coldStartStrategy="drop", nonnegative=False, checkpointInterval=10,
         )
         log.info("fitting ALS %s on %d interactions (%d users x %d items)", asdict(p), len(frame), len(user_ids), len(item_ids))
         model = als.fit(ratings)
