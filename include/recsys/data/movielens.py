@@ -77,6 +77,11 @@ def _require(path: Path, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
+def _check_timeline(timeline: str) -> None:
+    if timeline not in TIMELINES:
+        raise ValueError(f"timeline must be one of {TIMELINES}, got {timeline!r}")
+
+
 def rating_offsets(ratings: pd.DataFrame, span_seconds: int, timeline: str = "per-user") -> tuple[pd.DataFrame, np.ndarray]:
     """Ratings in a stable order and each one's offset in seconds from the window's start (0 .. span).
 
@@ -84,8 +89,7 @@ def rating_offsets(ratings: pd.DataFrame, span_seconds: int, timeline: str = "pe
     ``per-user``: each user's own order (time, movie), offsets evenly spread by the rating's rank
     within the user, so every user reaches from the start of the window to its end.
     """
-    if timeline not in TIMELINES:
-        raise ValueError(f"timeline must be one of {TIMELINES}, got {timeline!r}")
+    _check_timeline(timeline)
     if timeline == "global":
         ordered = ratings.sort_values(["timestamp", "userId", "movieId"], kind="mergesort").reset_index(drop=True)
         offsets = np.arange(len(ordered), dtype=np.int64) * span_seconds // max(1, len(ordered))
@@ -105,8 +109,7 @@ def convert(
     source, out_dir = Path(source), Path(out_dir)
     if days < 5:
         raise ValueError(f"days must be at least 5 (the window needs training, validation and held-out days), got {days}")
-    if timeline not in TIMELINES:
-        raise ValueError(f"timeline must be one of {TIMELINES}, got {timeline!r}")
+    _check_timeline(timeline)
     ratings = _require(source / "ratings.csv", ["userId", "movieId", "rating", "timestamp"])
     movies = _require(source / "movies.csv", ["movieId", "title", "genres"])
     tags_path = source / "tags.csv"
