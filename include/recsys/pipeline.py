@@ -371,7 +371,7 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
     from recsys.evaluation.plots import metrics_chart
     from recsys.features.build import feature_paths
     from recsys.fusion import rules
-    from recsys.fusion.blend import FusionParams, HybridRanker, candidate_features, fill_with_fallback
+    from recsys.fusion.blend import FusionParams, HybridRanker, candidate_features, fill_with_fallback, top_k_per_user
     from recsys.fusion.context import add_context_features
     from recsys.fusion.explain import add_reasons
     from recsys.models.base import load_stage
@@ -409,9 +409,16 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
     ranker = HybridRanker(params).fit(val_features, val.targets)
 
     def hybrid_for(stage: str, n: int, catalog_ids=None) -> pd.DataFrame:
+        """The stage's hybrid lists, n rows a user, with the coverage floor: the top EVAL_K lists show at
+        least as many products as the floor model's lists for the same users (no held-out labels used)."""
         data = stages[stage]
         ranked = rules.restrict_to_catalog(ranker.rank(features_for(stage), n_candidates), catalog_ids)
-        return rules.rerank(ranked, n, choice, _item_users(data), _item_category(data))
+        floor = 0
+        if choice.coverage_source:
+            floor_lists = _load_candidates(settings, day, stage, [choice.coverage_source])[choice.coverage_source]
+            floor = rules.distinct_in_top(floor_lists, _stage_users(data, stage), EVAL_K, catalog_ids)
+        covered = rules.rerank(ranked, n_candidates, choice, _item_users(data), _item_category(data), floor, EVAL_K)
+        return top_k_per_user(covered, n)
 
     # Held-out evaluation: every single model, both baselines and the hybrid on the same users and targets.
     test = stages["test"]
@@ -461,7 +468,8 @@ def fuse(settings: Settings, ds: str | date, parent_run_id: str, trained: list[d
         tracking.retry_locked(
             mlflow.log_params,
             {**{k_: str(v) for k_, v in asdict(params).items()}, "rerank_strength": choice.strength,
-             "rerank_max_per_category": choice.max_per_category, "rerank_search": json.dumps(rerank_trials)},
+             "rerank_max_per_category": choice.max_per_category, "coverage_floor_model": choice.coverage_source or "none",
+             "rerank_search": json.dumps(rerank_trials)},
         )
         tracking.retry_locked(mlflow.log_metrics, {f"test_{key}": v for key, v in tracking.metric_keys(table[HYBRID_NAME]).items()})
         tracking.retry_locked(mlflow.log_artifact, str(chart_path))
@@ -519,9 +527,8 @@ def _choose_rerank(params, val, val_features: pd.DataFrame, val_candidates: dict
     """Choose the re-rank on out-of-fold ranker scores of the validation users (two seeded folds).
 
     Each fold's candidates are scored by a ranker fitted on the other fold, so every validation user
-    has scores from a ranker that never learned from them, and coverage is measured over all of them
-    (as many users as a held-out slice of the same length, so the comparison with the single models
-    carries over). The held-out slice plays no part.
+    has scores from a ranker that never learned from them, and NDCG after the coverage floor is
+    measured over all of them. The held-out slice plays no part.
     """
     from recsys.fusion import rules
     from recsys.fusion.blend import HybridRanker
@@ -543,7 +550,6 @@ def _choose_rerank(params, val, val_features: pd.DataFrame, val_candidates: dict
     singles = {name: val_candidates[name] for name in model_names}
     return rules.choose_rerank(
         pd.concat(scored, ignore_index=True), val.targets, singles, _item_users(val), _item_category(val), len(val.items),
-        folds=pd.Series(fold_of),
     )
 
 
