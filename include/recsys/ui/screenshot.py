@@ -58,10 +58,23 @@ def log_in(page: Any, base_url: str, username: str, password: str, next_path: st
     page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
 
 
-def open_recommendations(page: Any) -> Any:
-    """Click "Recommendations" in the Airflow navigation; the frame locator of the page it shows."""
-    page.get_by_role("link", name="Recommendations").first.click()
-    page.wait_for_url(f"**/{NAV_ROUTE}", timeout=30_000)
+def open_recommendations(page: Any, attempts: int = 3) -> Any:
+    """Click "Recommendations" in the Airflow navigation; the frame locator of the page it shows.
+
+    On a busy machine the UI's JavaScript can still be starting when the link is first clickable, and
+    that click is lost (seen once in CI: no navigation in 30 s): the click is repeated, 20 s apart.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    link = page.get_by_role("link", name="Recommendations").first
+    for attempt in range(1, attempts + 1):
+        link.click()
+        try:
+            page.wait_for_url(f"**/{NAV_ROUTE}", timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == attempts:
+                raise
     frame = page.frame_locator("iframe")
     frame.locator("#lookup-form").wait_for(timeout=60_000)
     return frame
