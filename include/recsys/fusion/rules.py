@@ -87,8 +87,7 @@ def cover_catalog(ranked: pd.DataFrame, k: int, target_items: int, max_swaps_per
     out = ranked.sort_values([USER_COL, RANK_COL], kind="stable").reset_index(drop=True)
     in_top = (out[RANK_COL] <= k).to_numpy()
     counts = out.loc[in_top, ITEM_COL].value_counts().to_dict()
-    shortfall = target_items - len(counts)
-    if shortfall <= 0 or not len(out):
+    if len(counts) >= target_items or not len(out):
         return out
     kth_score = out.loc[in_top].groupby(USER_COL)[SCORE_COL].min()
     pool = out.loc[~in_top & ~out[ITEM_COL].isin(counts.keys()), [USER_COL, ITEM_COL, SCORE_COL]]
@@ -124,16 +123,14 @@ def cover_catalog(ranked: pd.DataFrame, k: int, target_items: int, max_swaps_per
     if not orders:
         return out
     scores = out[SCORE_COL].to_numpy(copy=True)
-    ranks = out[RANK_COL].to_numpy(copy=True)
     new_position = np.arange(len(out))
     for user, order in orders.items():
         rows = np.asarray(rows_of[user])  # the user's rows in the old rank order
         new_position[order] = rows  # the row now at the j-th place takes the j-th old place
         scores[rows] = np.sort(out[SCORE_COL].to_numpy()[rows])[::-1]
-        ranks[rows] = out[RANK_COL].to_numpy()[rows]
     moved = out.iloc[np.argsort(new_position, kind="stable")].reset_index(drop=True)
     moved[SCORE_COL] = scores
-    moved[RANK_COL] = ranks
+    moved[RANK_COL] = out[RANK_COL].to_numpy()  # each place keeps its rank
     swapped = sum(swaps.values())
     log.info("coverage floor: %d user(s) had a product swapped into their top %d: %d -> %d distinct products (target %d)",
              len(orders), k, len(counts) - swapped, len(counts), target_items)
@@ -159,7 +156,7 @@ def choose_rerank(
     then no cap, then the higher NDCG): a penalty must earn its place by NDCG, since every swap or
     reorder it makes moves away from the learned order. Returns the choice and every trial (for MLflow).
     """
-    from recsys.evaluation.metrics import ranking_metrics
+    from recsys.evaluation.metrics import catalog_coverage, ranking_metrics
 
     users = np.unique(truth[USER_COL])
     single_rows = {}
@@ -168,14 +165,15 @@ def choose_rerank(
         single_rows[name] = (ranking_metrics(top, truth, k)[f"ndcg@{k}"], distinct_in_top(top, users, k))
     best_single = max(single_rows, key=lambda name: single_rows[name][0])
     target = single_rows[best_single][1]
+    longest = max(k, int(scored.groupby(USER_COL).size().max()))  # the whole list: the floor's pool lies beyond k
     trials = []
     for cap in CATEGORY_CAP_GRID:
         for strength in PENALTY_GRID:
             choice = RerankChoice(strength, cap, best_single)
-            top = rerank(scored, max(k, int(scored.groupby(USER_COL).size().max())), choice, item_users, item_category, target, k)
+            top = rerank(scored, longest, choice, item_users, item_category, target, k)
             top = top[top[RANK_COL] <= k]
             ndcg = ranking_metrics(top, truth, k)[f"ndcg@{k}"]
-            coverage = top[ITEM_COL].nunique() / max(1, n_catalog_items)
+            coverage = catalog_coverage(top, n_catalog_items, k)
             trials.append({"strength": strength, "max_per_category": cap, f"ndcg@{k}": ndcg, f"coverage@{k}": coverage})
             log.info("re-rank trial strength=%.2f cap=%d: validation NDCG@%d %.4f, coverage %.4f (floor: %s's %d products)",
                      strength, cap, k, ndcg, coverage, best_single, target)
