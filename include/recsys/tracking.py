@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 if TYPE_CHECKING:
@@ -57,13 +58,35 @@ def tracking_uri_from_connection(conn_type: str | None, host: str | None, port: 
     return f"{scheme}://{address}{suffix}"
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///path[?query]`` tracking URI, None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
+
+
+def _store_open_lock(uri: str) -> AbstractContextManager:
+    """A cross-process lock around opening an embedded SQLite store (nothing for a server).
+
+    MLflow creates a new SQLite store by running its schema migrations when the store is first opened.
+    Several tasks opening one new file at once (a backfill starts several days' first tasks together)
+    run the migrations concurrently and leave the file half-migrated, failing every later call; under
+    this lock the first opener migrates and the others find the tables in place.
+    """
+    from recsys.locks import file_lock
+
+    path = _sqlite_path(uri)
+    if path is None:
+        return nullcontext()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return file_lock(path.with_name(path.name + ".open.lock"), "MLflow store", timeout_s=600)
+
+
 def configure(settings: "Settings") -> str:
     """Point MLflow at the configured store and return the experiment id (created if missing)."""
     import mlflow
 
     uri = settings.tracking_uri
-    if uri.startswith("sqlite:"):
-        (settings.data_dir / "mlflow").mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
 
     def get_or_create() -> str:
@@ -83,7 +106,8 @@ def configure(settings: "Settings") -> str:
             return experiment.experiment_id
 
     try:
-        return retry_locked(get_or_create)
+        with _store_open_lock(uri):
+            return retry_locked(get_or_create)
     except Exception as exc:
         raise RuntimeError(
             f"cannot reach the MLflow tracking store at {uri} ({type(exc).__name__}: {exc}). "
