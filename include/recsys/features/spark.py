@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -55,6 +56,22 @@ def master_slots(master: str, default_parallelism: int) -> int:
 def session_cores(spark: "SparkSession") -> int:
     """Task slots of a running session (its ``defaultParallelism`` is the pipeline's shuffle partitions, no guide)."""
     return master_slots(spark.sparkContext.master, spark.sparkContext.defaultParallelism)
+
+
+@contextlib.contextmanager
+def session_conf(spark: "SparkSession", confs: "dict[str, str]"):
+    """Set runtime SQL confs of the session for the block, then restore what was there (or unset)."""
+    previous = {key: spark.conf.get(key, None) for key in confs}
+    for key, value in confs.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def get_spark(settings: "Settings", app_name: str = "recsys") -> "SparkSession":
