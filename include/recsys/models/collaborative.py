@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.constants import ITEM_COL, USER_COL
-from recsys.features.spark import ensure_checkpoint_dir, session_conf, session_cores
+from recsys.features.spark import ensure_checkpoint_dir, linear_algebra_backends, session_conf, session_cores
 from recsys.models.base import FactorScoredRecommender, SeenIndex, check_columns, check_k
 
 if TYPE_CHECKING:
@@ -99,7 +99,10 @@ class ALSRecommender(FactorScoredRecommender):
             implicitPrefs=True, userCol="u", itemCol="i", ratingCol="w",
             coldStartStrategy="drop", nonnegative=False, checkpointInterval=10,
         )
-        log.info("fitting ALS %s on %d interactions (%d users x %d items)", asdict(p), len(frame), len(user_ids), len(item_ids))
+        log.info(
+            "fitting ALS %s on %d interactions (%d users x %d items), %d blocks, linear algebra %s",
+            asdict(p), len(frame), len(user_ids), len(item_ids), blocks, linear_algebra_backends(spark),
+        )
         model = als.fit(ratings)
         self.spark_model = model
         self.user_ids, self.item_ids = user_ids, item_ids
