@@ -62,16 +62,19 @@ def session_cores(spark: "SparkSession") -> int:
 def session_conf(spark: "SparkSession", confs: "dict[str, str]"):
     """Set runtime SQL confs of the session for the block, then restore what was there (or unset)."""
     previous = {key: spark.conf.get(key, None) for key in confs}
-    for key, value in confs.items():
-        spark.conf.set(key, value)
+    _set_confs(spark, confs)
     try:
         yield
     finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
+        _set_confs(spark, previous)
+
+
+def _set_confs(spark: "SparkSession", confs: "dict[str, str | None]") -> None:
+    for key, value in confs.items():
+        if value is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, value)
 
 
 #: One native BLAS thread per task. Spark runs a task per core and each task's BLAS calls are small
