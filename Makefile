@@ -32,6 +32,7 @@ help:
 	@echo "                        recompute those days under a real scheduler (started and stopped for you)"
 	@echo "make ui                 the Airflow UI with the Recommendations page (http://localhost:8080)"
 	@echo "make browser            install Debian's chromium for the browser test (run by make test)"
+	@echo "make blas               install Debian's OpenBLAS as Spark ML's native BLAS/LAPACK (run by make bench-models)"
 	@echo "make clean              remove generated data and the local Airflow home"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -84,7 +85,7 @@ clean:
 # Prints a table and writes bench/results/models.json; pass sizes with e.g. BENCH_ARGS="--users 4000 --days 14".
 BENCH_ARGS ?=
 .PHONY: bench-models
-bench-models: install
+bench-models: install blas
 	$(BIN)/python -m pip install --quiet -r requirements-bench.txt -c constraints.txt
 	$(BIN)/python bench/models.py $(BENCH_ARGS)
 
@@ -97,6 +98,21 @@ bench-features: install  ## feature build at 1M and 10M events: full, incrementa
 .PHONY: bench-e2e
 bench-e2e: install
 	$(BIN)/python bench/e2e.py $(BENCH_ARGS)
+
+# Spark ML (ALS in train_collaborative) calls BLAS/LAPACK through dev.ludovic.netlib: the system's
+# libblas.so.3/liblapack.so.3 when it finds them, else its Java fallback, with which ALS fits are slower
+# (README, "Benchmarks"). Everything works without; get_spark keeps OpenBLAS to one thread per task.
+.PHONY: blas
+blas:  ## Debian's OpenBLAS as the native BLAS/LAPACK for Spark ML (apt-get when root, else what to install)
+	@ldconfig=$$(command -v ldconfig || echo /sbin/ldconfig); \
+	if $$ldconfig -p | grep -q 'libblas\.so\.3 ' && $$ldconfig -p | grep -q 'liblapack\.so\.3 '; then \
+		echo "blas: native libblas.so.3 and liblapack.so.3 present"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread; \
+	else \
+		echo "blas: no native libblas.so.3/liblapack.so.3; install one with: sudo apt-get install libopenblas0-pthread"; \
+		echo "      (until then Spark ML uses its Java fallback: train_collaborative and make bench-models are slower)"; \
+	fi
 
 # The Recommendations page (plugins/recsys_ui.py): its browser test and README screenshot drive Debian's
 # headless Chromium through playwright; no browser is ever downloaded.

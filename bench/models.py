@@ -22,6 +22,8 @@ held-out slice. What is matched and what cannot be:
 * solver: MLlib solves each normal equation exactly (Cholesky); implicit runs with use_cg=False, its
   exact solver, so the two differ only in initialisation and regularisation scaling. The faster
   conjugate-gradient solver (implicit's default) is timed as an extra row.
+* linear algebra: MLlib's per-rating updates (dspr) and solves (dppsv) run in the native BLAS/LAPACK
+  the JVM loaded (``make blas``), else in Java; the report names which.
 * time: our ALSRecommender.fit end to end (pandas -> Spark DataFrame, MLlib fit, factors back to numpy,
   seen index) against building the CSR matrix plus implicit's fit. Session start-up is excluded; a small
   warm-up fit runs first on each side, then ``--als-repeats`` full fits each, and the median is compared
@@ -228,7 +230,7 @@ def bench_als(args, root: Path, spark_holder: dict) -> dict:
     from threadpoolctl import threadpool_limits
 
     from recsys.constants import USER_COL
-    from recsys.features.spark import get_spark
+    from recsys.features.spark import get_spark, linear_algebra_backends
     from recsys.models.base import load_stage
     from recsys.models.collaborative import ALSParams, ALSRecommender
 
@@ -281,6 +283,7 @@ def bench_als(args, root: Path, spark_holder: dict) -> dict:
     ndcg_ours, ndcg_theirs = mllib_metrics[f"ndcg@{K}"], matched["metrics"][f"ndcg@{K}"]
     return {
         "data": shape,
+        "linear_algebra": linear_algebra_backends(spark),
         "params": {"rank": args.rank, "regularization": args.reg, "alpha": args.alpha, "iterations": args.iterations, "threads": args.threads},
         "rows": {"Spark MLlib ALS (ours)": {"seconds": mllib_seconds, "fit_seconds": mllib_times, "metrics": mllib_metrics}, **rows},
         "time_ratio_mllib_over_implicit": mllib_seconds / matched["seconds"],
@@ -383,6 +386,10 @@ def print_report(report: dict) -> None:
               f"held-out: {s['eval_users']:,} users, {s['targets']:,} targets")
         print(f"  rank {p['rank']}, regularization {p['regularization']}, alpha {p['alpha']}, {p['iterations']} iterations, "
               f"{p['threads']} threads; confidence 1 + alpha*|w| on both sides")
+        la = a["linear_algebra"]
+        native = la["blas"].startswith("JNI") and la["lapack"].startswith("JNI")
+        print(f"  Spark ML linear algebra: BLAS {la['blas']}, LAPACK {la['lapack']} "
+              f"({'native' if native else 'Java fallback: `make blas` installs a native OpenBLAS'})")
         header = f"  {'model':<26}{'fit s':>9}{'min-max s':>13}{'ndcg@10':>10}{'hr@10':>9}{'recall@10':>11}{'map@10':>9}{'coverage@10':>13}"
         print(header)
         print("  " + "-" * (len(header) - 2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -57,6 +58,33 @@ def session_cores(spark: "SparkSession") -> int:
     return master_slots(spark.sparkContext.master, spark.sparkContext.defaultParallelism)
 
 
+@contextlib.contextmanager
+def session_conf(spark: "SparkSession", confs: "dict[str, str]"):
+    """Set runtime SQL confs of the session for the block, then restore what was there (or unset)."""
+    previous = {key: spark.conf.get(key, None) for key in confs}
+    _set_confs(spark, confs)
+    try:
+        yield
+    finally:
+        _set_confs(spark, previous)
+
+
+def _set_confs(spark: "SparkSession", confs: "dict[str, str | None]") -> None:
+    for key, value in confs.items():
+        if value is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, value)
+
+
+#: One native BLAS thread per task. Spark runs a task per core and each task's BLAS calls are small
+#: (ALS: rank x rank normal equations); a multi-threaded OpenBLAS or MKL would start threads of its own
+#: on top and oversubscribe the cores (Spark's MLlib linear algebra guide, SPARK-21305). Cluster
+#: executors get these through ``spark.executorEnv``; a local master runs the tasks inside the driver's
+#: JVM, which takes its environment from this process when it starts.
+NATIVE_BLAS_THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def get_spark(settings: "Settings", app_name: str = "recsys") -> "SparkSession":
     """Build (or reuse) the SparkSession configured from the settings."""
     from pyspark.sql import SparkSession
@@ -65,7 +93,7 @@ def get_spark(settings: "Settings", app_name: str = "recsys") -> "SparkSession":
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     log.info("starting Spark session on master %s", settings.spark_master)
-    spark = (
+    builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
@@ -80,12 +108,46 @@ def get_spark(settings: "Settings", app_name: str = "recsys") -> "SparkSession":
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
         # Checkpoint files (ALS's, see ensure_checkpoint_dir) are deleted once their RDDs are gone.
         .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")
-        .getOrCreate()
     )
+    for name, value in NATIVE_BLAS_THREADS_ENV.items():
+        builder = builder.config(f"spark.executorEnv.{name}", value)
+    with _environment_defaults(NATIVE_BLAS_THREADS_ENV):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     # Under the data folder, which a cluster's executors must share anyway (they write the features there).
     ensure_checkpoint_dir(spark, settings.data_dir / "spark-checkpoints")
     return spark
+
+
+@contextlib.contextmanager
+def _environment_defaults(values: "dict[str, str]"):
+    """Set the variables this process has not set, for the block only (a JVM started inside inherits them).
+
+    Only for the block: numpy's own OpenBLAS, if this process loads it later, would read them too and
+    run single-threaded. Values the user set are left as they are.
+    """
+    added = {name: value for name, value in values.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def linear_algebra_backends(spark: "SparkSession") -> "dict[str, str]":
+    """The BLAS and LAPACK implementations Spark ML calls in the driver's JVM (which runs a local master's tasks).
+
+    ``JNIBLAS``/``JNILAPACK``: the system's native libblas.so.3/liblapack.so.3 (``make blas``). Otherwise
+    dev.ludovic.netlib's Java fallbacks, ``VectorBLAS`` (``Java11BLAS``/``F2jBLAS`` without the JDK's
+    vector module) and ``F2jLAPACK``, with which ALS's per-rating updates (dspr, daxpy) take about 1.6x
+    as long. Loads them if not loaded yet: a missing native library is then logged by the JVM as
+    "Failed to load implementation from:dev.ludovic.netlib.blas.JNIBLAS".
+    """
+    jvm = spark.sparkContext._jvm
+    blas = getattr(jvm.org.apache.spark.ml.linalg, "BLAS$").__getattr__("MODULE$").nativeBLAS()
+    lapack = getattr(jvm.org.apache.spark.mllib.linalg, "LAPACK$").__getattr__("MODULE$").nativeLAPACK()
+    return {"blas": blas.getClass().getSimpleName(), "lapack": lapack.getClass().getSimpleName()}
 
 
 def ensure_checkpoint_dir(spark: "SparkSession", folder: "Path | str | None" = None) -> str:

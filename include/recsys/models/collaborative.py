@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.constants import ITEM_COL, USER_COL
-from recsys.features.spark import ensure_checkpoint_dir, session_cores
+from recsys.features.spark import ensure_checkpoint_dir, linear_algebra_backends, session_conf, session_cores
 from recsys.models.base import FactorScoredRecommender, SeenIndex, check_columns, check_k
 
 if TYPE_CHECKING:
@@ -36,6 +36,23 @@ class ALSParams:
     #: of 10, or the pipeline's 8 shuffle partitions, means 8-10 tasks per half-iteration on 2 cores:
     #: pure scheduling and shuffle overhead (bench/models.py: 15.8 s with 8 blocks, about 10 s with 2).
     num_blocks: int = 0
+
+
+def _ratings_frame(spark: "SparkSession", frame: pd.DataFrame, slots: int):
+    """``frame`` as a Spark DataFrame that the tasks decode, one Arrow batch (= partition) per task slot.
+
+    Under ``spark.sql.execution.arrow.localRelationThreshold`` (48 MB: 4M ratings) Spark turns an Arrow
+    frame into a LocalRelation: the driver alone then converts every row, and ALS's select is planned and
+    evaluated over them row by row (ConvertToLocalRelation) before its first job, while the executors
+    wait: 1.3-1.5 s of CPU per fit at 0.5M ratings (bench/models.py), and garbage for the GC. No
+    repartition after: ALS groups the ratings into its blocks itself.
+    """
+    with session_conf(spark, {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.localRelationThreshold": "0",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(-(-len(frame) // slots)),
+    }):
+        return spark.createDataFrame(frame)
 
 
 class ALSRecommender(FactorScoredRecommender):
@@ -72,9 +89,9 @@ class ALSRecommender(FactorScoredRecommender):
             }
         )
         p = self.params
-        blocks = p.num_blocks or session_cores(spark)
-        # No repartition: ALS groups the ratings into its user x item blocks itself (one shuffle).
-        ratings = spark.createDataFrame(frame)
+        slots = session_cores(spark)
+        blocks = p.num_blocks or slots
+        ratings = _ratings_frame(spark, frame, slots)
         ensure_checkpoint_dir(spark)  # ALS checkpoints every 10 iterations only where a folder is set
         als = ALS(
             numUserBlocks=blocks, numItemBlocks=blocks,
@@ -82,7 +99,10 @@ class ALSRecommender(FactorScoredRecommender):
             implicitPrefs=True, userCol="u", itemCol="i", ratingCol="w",
             coldStartStrategy="drop", nonnegative=False, checkpointInterval=10,
         )
-        log.info("fitting ALS %s on %d interactions (%d users x %d items)", asdict(p), len(frame), len(user_ids), len(item_ids))
+        log.info(
+            "fitting ALS %s on %d interactions (%d users x %d items), %d blocks, linear algebra %s",
+            asdict(p), len(frame), len(user_ids), len(item_ids), blocks, linear_algebra_backends(spark),
+        )
         model = als.fit(ratings)
         self.spark_model = model
         self.user_ids, self.item_ids = user_ids, item_ids

@@ -1,0 +1,92 @@
+"""What get_spark and ALS set up in the JVM: native BLAS/LAPACK when the machine has them, one BLAS thread
+per task, and the ratings handed to ALS as an RDD that the tasks decode.
+
+The BLAS checks read the classes Spark ML itself calls (``linear_algebra_backends``), not a guess from the
+file system; the thread check starts its own JVM through get_spark, in a child process, because the
+environment is read once, when a JVM starts (the test session's JVM is already running).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.features.spark import NATIVE_BLAS_THREADS_ENV, linear_algebra_backends
+from recsys.models.collaborative import _ratings_frame
+
+pytestmark = pytest.mark.spark
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _loadable(library: str) -> bool:
+    """Whether the dynamic loader finds ``library``: what dev.ludovic.netlib's JNI wrappers ask it for."""
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return False
+    return True
+
+
+def test_spark_ml_calls_the_native_blas_and_lapack_when_the_machine_has_them(spark):
+    backends = linear_algebra_backends(spark)
+    if not (_loadable("libblas.so.3") and _loadable("liblapack.so.3")):
+        assert not backends["blas"].startswith("JNI"), backends
+        pytest.skip(f"no native libblas.so.3/liblapack.so.3 here (`make blas` installs OpenBLAS); Spark ML runs Java: {backends}")
+    assert backends == {"blas": "JNIBLAS", "lapack": "JNILAPACK"}
+
+
+GET_SPARK = r"""
+import json, os, sys
+from pathlib import Path
+from recsys.config import Settings
+from recsys.features.spark import get_spark
+spark = get_spark(Settings(data_dir=Path(sys.argv[1]), spark_master="local[1]", spark_shuffle_partitions=1))
+jvm = spark.sparkContext._jvm
+names = sys.argv[2:]
+print(json.dumps({
+    "jvm": {name: jvm.java.lang.System.getenv(name) for name in names},
+    "executor_env": {name: spark.conf.get(f"spark.executorEnv.{name}", None) for name in names},
+    "python_after": {name: os.environ.get(name) for name in names},
+}))
+spark.stop()
+"""
+
+
+def test_get_spark_gives_the_jvm_and_the_executors_one_blas_thread_and_leaves_this_process_alone(tmp_path):
+    names = sorted(NATIVE_BLAS_THREADS_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env["MKL_NUM_THREADS"] = "3"  # set by the user: kept
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "include"), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", GET_SPARK, str(tmp_path / "data"), *names],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["jvm"] == {"MKL_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "1"}
+    assert seen["executor_env"] == {"MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    # numpy's own OpenBLAS in the driver process must not be pinned to one thread by it.
+    assert seen["python_after"] == {"MKL_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": None}
+
+
+def test_als_ratings_reach_spark_as_one_arrow_batch_per_task_slot_not_a_local_relation(spark):
+    frame = pd.DataFrame({"u": np.arange(1001, dtype=np.int32) % 7, "i": np.arange(1001, dtype=np.int32) % 13, "w": np.ones(1001, np.float32)})
+    keys = [f"spark.sql.execution.arrow.{key}" for key in ("pyspark.enabled", "localRelationThreshold", "maxRecordsPerBatch")]
+    before = {key: spark.conf.get(key, None) for key in keys}
+
+    ratings = _ratings_frame(spark, frame, slots=3)  # not the test session's default parallelism (2)
+
+    # A LocalRelation would be converted and planned row by row on the driver (see _ratings_frame).
+    assert ratings._jdf.queryExecution().logical().nodeName() == "LogicalRDD"
+    assert ratings._jdf.rdd().getNumPartitions() == 3
+    assert ratings.count() == 1001
+    assert {key: spark.conf.get(key, None) for key in keys} == before
