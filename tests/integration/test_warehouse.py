@@ -898,3 +898,54 @@ def test_duckdb_second_process_waits_for_the_first_instead_of_failing(tmp_path: 
     assert waited > 1.0
     assert read_back["run_id"].tolist() == ["other"]
 
+
+# --------------------------------------------------------------------------------- the pipeline's publish task
+
+
+def test_pipeline_publish_loads_the_fused_parquet_with_the_airflow_run_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """pipeline.publish reads the fuse task's Parquet as Arrow and publishes every row with the Airflow run id,
+    counted in the run record; against a real MLflow registry (SQLite) and a real DuckDB warehouse (the task
+    writes to the default schema, which a shared PostgreSQL test database must not be given)."""
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    from recsys import pipeline, tracking
+    from recsys.config import Settings
+
+    settings = Settings(data_dir=tmp_path / "data")
+    fused_rows = sorted_frame(make_recommendations(n_users=4, k=3, seed=70)).drop(columns="run_id")
+    path = pipeline.run_dir(settings, DAY_1) / "recommendations.parquet"  # where the fuse task writes
+    path.parent.mkdir(parents=True)
+    fused_rows.to_parquet(path, index=False)  # as the fuse task does: every contract column but run_id
+    experiment_id = tracking.configure(settings)
+    with mlflow.start_run(experiment_id=experiment_id) as fusion:  # promote_champion registers its model
+        mlflow.sklearn.log_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model", pip_requirements=["scikit-learn"])
+    airflow_run_id = "scheduled__2024-03-01T00:00:00+00:00"
+    parent = tracking.ensure_parent_run(settings, "recsys_daily", airflow_run_id, DAY_1.isoformat())
+    fused = {
+        "recommendations_path": str(path),
+        "evaluation": {"hybrid": {"ndcg@10": 0.2}, "popularity": {"ndcg@10": 0.1}},
+        "users": 4,
+        "mlflow_fusion_run_id": fusion.info.run_id,
+    }
+    uri = f"duckdb://{tmp_path / 'warehouse.duckdb'}"
+    handed_over: list[type] = []  # what the task gives the (real, unchanged) writer
+    publish_partition = Warehouse.publish_partition
+
+    def recording_publish_partition(self, ds, recommendations, run_record, **hooks):
+        handed_over.append(type(recommendations))
+        return publish_partition(self, ds, recommendations, run_record, **hooks)
+
+    monkeypatch.setattr(Warehouse, "publish_partition", recording_publish_partition)
+
+    summary = pipeline.publish(
+        settings, DAY_1.isoformat(), uri, fused, {"raw_rows": 100, "clean_rows": 99, "quarantined_rows": 1}, {"items": 50},
+        airflow_run_id, parent,
+    )
+
+    assert handed_over == [pa.Table]  # the fast path: no round trip of the text columns through pandas
+    assert summary["published_rows"] == 12
+    with open_warehouse(uri) as warehouse:
+        pd.testing.assert_frame_equal(warehouse.read_partition(DAY_1), fused_rows.assign(run_id=airflow_run_id))
+        runs = warehouse.read_runs()
+    assert runs[["airflow_run_id", "published_rows", "users", "items"]].values.tolist() == [[airflow_run_id, 12, 4, 50]]
