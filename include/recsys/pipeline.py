@@ -620,12 +620,18 @@ def publish(
     parent_run_id: str,
 ) -> dict:
     """Replace the day's partition in the warehouse and record the run, in one transaction."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from recsys.warehouse.writer import open_warehouse
 
     day = parse_ds(ds)
     check_quality_gate(settings, fused["evaluation"])
-    recommendations = pd.read_parquet(fused["recommendations_path"])
-    recommendations["run_id"] = airflow_run_id
+    # Read as Arrow, not pandas: the writer checks and loads an Arrow table as it is, whereas a DataFrame's text
+    # columns (Python objects) must be converted back to Arrow first, most of what publishing to DuckDB cost
+    # beyond the bulk load itself. The fuse task writes every contract column but run_id.
+    fused_table = pq.read_table(fused["recommendations_path"])
+    recommendations = fused_table.append_column("run_id", pa.repeat(airflow_run_id, fused_table.num_rows))
     run_record = {
         "airflow_run_id": airflow_run_id,
         "mlflow_run_id": parent_run_id,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from recsys.warehouse.schema import LATEST_VIEW, RECOMMENDATIONS_TABLE, RUNS_TABLE, validate_schema_name
@@ -126,6 +127,15 @@ def sorted_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["user_id", "rank"]).reset_index(drop=True)
 
 
+#: The two forms publish_partition accepts: a pandas DataFrame, and a pyarrow Table (the pipeline's fast path).
+FORMS = ["pandas", "arrow"]
+
+
+def as_form(frame: pd.DataFrame, form: str) -> pd.DataFrame | pa.Table:
+    """``frame`` itself, or the Arrow table pyarrow makes of it (NaN becomes null, object text becomes string)."""
+    return frame if form == "pandas" else pa.Table.from_pandas(frame, preserve_index=False)
+
+
 def run_record(airflow_run_id: str = "scheduled__2024-03-01", **overrides) -> dict:
     record = {
         "airflow_run_id": airflow_run_id,
@@ -148,12 +158,13 @@ def count_rows(query, schema: str, day: dt.date) -> int:
 # ------------------------------------------------------------------------------------------------ round trips
 
 
-def test_publish_then_read_back_equals_input(backend: Backend):
+@pytest.mark.parametrize("form", FORMS)
+def test_publish_then_read_back_equals_input(backend: Backend, form: str):
     warehouse = backend.open()
     recommendations = make_recommendations(n_users=5, k=4, seed=1)
     recommendations.loc[3, "score"] = np.nan  # a null score is allowed and stays null
 
-    published = warehouse.publish_partition(DAY_1, recommendations, run_record())
+    published = warehouse.publish_partition(DAY_1, as_form(recommendations, form), run_record())
 
     assert published == 20
     read_back = warehouse.read_partition(DAY_1)
@@ -216,14 +227,15 @@ def fail_before_swap() -> None:
     raise InjectedFailure("injected by the test just before the swap commits")
 
 
-def test_failure_before_swap_keeps_the_old_partition(backend: Backend):
+@pytest.mark.parametrize("form", FORMS)
+def test_failure_before_swap_keeps_the_old_partition(backend: Backend, form: str):
     warehouse = backend.open()
     old = make_recommendations(n_users=3, k=3, seed=7, run_id="old")
     warehouse.publish_partition(DAY_1, old, run_record("old-airflow-run"))
 
     new = make_recommendations(n_users=5, k=5, seed=8, run_id="new")
     with pytest.raises(InjectedFailure):
-        warehouse.publish_partition(DAY_1, new, run_record("new-airflow-run"), _before_swap=fail_before_swap)
+        warehouse.publish_partition(DAY_1, as_form(new, form), run_record("new-airflow-run"), _before_swap=fail_before_swap)
 
     pd.testing.assert_frame_equal(warehouse.read_partition(DAY_1), sorted_frame(old))
     runs = warehouse.read_runs()
@@ -370,12 +382,97 @@ def bad_frame(change: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
     ],
     ids=["missing-columns", "empty", "null-key", "float-key", "duplicate-rank", "rank-gap", "duplicate-product", "list-sources", "other-ds"],
 )
-def test_invalid_frames_are_rejected_and_nothing_is_written(backend: Backend, frame: pd.DataFrame, message: str):
+@pytest.mark.parametrize("form", FORMS)
+def test_invalid_frames_are_rejected_and_nothing_is_written(backend: Backend, frame: pd.DataFrame, message: str, form: str):
     warehouse = backend.open()
     with pytest.raises(ValueError, match=message):
-        warehouse.publish_partition(DAY_1, frame, run_record())
+        warehouse.publish_partition(DAY_1, as_form(frame, form), run_record())
     assert warehouse.read_partition(DAY_1).empty
     assert warehouse.read_runs().empty
+
+
+def contract_table(**changes: pa.Array) -> pa.Table:
+    """The valid 9-row frame of ``bad_frame`` as an Arrow table, with ``changes`` (name -> array) swapped in or added."""
+    table = pa.Table.from_pandas(bad_frame(lambda f: f), preserve_index=False)
+    for name, values in changes.items():
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, values)
+        else:
+            table = table.append_column(name, values)
+    return table
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        # Arrow casts numbers to text without complaint; the contract does not.
+        (contract_table(sources=pa.array(range(9))), "'sources' must hold strings or nulls, found int64 values"),
+        (contract_table(reason=pa.array([b"caf\xe9"] * 9, pa.binary())), "'reason' must hold strings or nulls, found non-UTF-8 binary values"),
+        (contract_table(rank=pa.array([1, 2, 3, 1, None, 3, 1, 2, 3], pa.int64())), r"1 row\(s\) have a null in \['user_id', 'rank', 'product_id'\]"),
+        (contract_table(user_id=pa.array(["1"] * 9)), r"'user_id' must be an integer dtype .* got string; cast it with \.cast\(pa\.int64\(\)\)"),
+        (contract_table(score=pa.array([True] * 9)), "'score' must be numeric, got bool"),
+        (contract_table(product_id=pa.array([2**63, *range(8)], pa.uint64())), "'product_id' has values above the BIGINT maximum"),
+        (contract_table(ds=pa.array([DAY_2] * 9, pa.date32())), r"9 row\(s\) have a ds column different from the ds argument 2024-03-01"),
+    ],
+    ids=["numbers-as-text", "non-utf8-binary", "null-in-int-key", "text-key", "bool-score", "uint-beyond-bigint", "other-ds-date"],
+)
+def test_arrow_only_violations_are_rejected_and_nothing_is_written(backend: Backend, table: pa.Table, message: str):
+    warehouse = backend.open()
+    with pytest.raises(ValueError, match=message):
+        warehouse.publish_partition(DAY_1, table, run_record())
+    with pytest.raises(TypeError, match="must be a pandas DataFrame or a pyarrow Table, got RecordBatch"):
+        warehouse.publish_partition(DAY_1, contract_table().to_batches()[0], run_record())
+    assert warehouse.read_partition(DAY_1).empty
+    assert warehouse.read_runs().empty
+
+
+def test_arrow_columns_of_other_types_publish_the_same_rows_as_the_frame(backend: Backend):
+    """What pyarrow or Parquet may hand over instead of the warehouse types: narrower and unsigned ids, an int64
+    rank, a dictionary, large_string and UTF-8 binary text, NaN as a value (not a null), a ds column, an extra
+    column, several chunks. The warehouse must end up with exactly what the DataFrame would have given."""
+    frame = sorted_frame(make_recommendations(n_users=4, k=3, seed=60))
+    frame.loc[2, "score"] = np.nan
+    table = pa.table(
+        {
+            "extra": pa.array(range(len(frame))),
+            "ds": pa.array([DAY_1] * len(frame), pa.date32()),
+            "user_id": pa.array(frame["user_id"], pa.int32()),
+            "rank": pa.array(frame["rank"], pa.int64()),
+            "product_id": pa.array(frame["product_id"], pa.uint64()),
+            "score": pa.array(frame["score"].to_numpy(), pa.float64()),  # a plain array: NaN stays NaN
+            "sources": pa.array(frame["sources"]).dictionary_encode(),
+            "reason": pa.array(frame["reason"], pa.large_string()),
+            "run_id": pa.array([text.encode() for text in frame["run_id"]], pa.binary()),
+        }
+    )
+    table = pa.concat_tables([table.slice(0, 5), table.slice(5)])
+    assert table["score"].num_chunks == 2 and table["score"].null_count == 0  # the NaN is a value here
+
+    warehouse = backend.open()
+    assert warehouse.publish_partition(DAY_1, table, run_record()) == 12
+    pd.testing.assert_frame_equal(warehouse.read_partition(DAY_1), frame)
+    # Stored as NULL, as from the frame, not as a NaN double.
+    query = backend.raw_query()
+    assert query(f"SELECT count(*) FROM {backend.schema}.{RECOMMENDATIONS_TABLE} WHERE score IS NULL", []) == [(1,)]
+
+
+def test_validate_recommendations_returns_what_publish_loads_in_the_form_it_was_given():
+    from recsys.warehouse.writer import validate_recommendations
+
+    frame = sorted_frame(make_recommendations(n_users=3, k=2, seed=61)).assign(ds=DAY_1.isoformat(), extra=1)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+
+    checked = validate_recommendations(table, DAY_1)
+
+    assert checked.schema == pa.schema(
+        [("user_id", pa.int64()), ("rank", pa.int32()), ("product_id", pa.int64()), ("score", pa.float64()),
+         ("sources", pa.string()), ("reason", pa.string()), ("run_id", pa.string())]
+    )
+    # Columns already of their warehouse type are the caller's buffers, not copies made through pandas.
+    assert checked["user_id"].chunk(0).buffers()[1].address == table["user_id"].chunk(0).buffers()[1].address
+    pd.testing.assert_frame_equal(checked.to_pandas().astype({"rank": "int64"}), validate_recommendations(frame, DAY_1))
+    with pytest.raises(ValueError, match=r"2 row\(s\) repeat a product within one user's list"):
+        validate_recommendations(table.set_column(2, "product_id", pa.array([7, 7, 1, 2, 3, 4])), DAY_1)
 
 
 @pytest.mark.parametrize(
@@ -483,7 +580,8 @@ def duplicate_keys(query, schema: str) -> list[tuple]:
     )
 
 
-def test_awkward_text_and_full_precision_doubles_survive_the_round_trip(backend: Backend):
+@pytest.mark.parametrize("form", FORMS)
+def test_awkward_text_and_full_precision_doubles_survive_the_round_trip(backend: Backend, form: str):
     # PostgreSQL receives these as CSV written by pyarrow: quoting, empty vs null and float formatting must be exact.
     texts = ["", 'say "hi", then\nleave', "back\\slash\t tab", "\\.", "ünïcödé ✓", "NULL", None, "a,b,c"]
     scores = [0.1 + 0.2, 5e-324, 1.7976931348623157e308, float("inf"), float("-inf"), np.nan, 1 / 3, -2.5e-10]
@@ -499,7 +597,7 @@ def test_awkward_text_and_full_precision_doubles_survive_the_round_trip(backend:
         }
     )
     warehouse = backend.open()
-    warehouse.publish_partition(DAY_1, frame, run_record())
+    warehouse.publish_partition(DAY_1, as_form(frame, form), run_record())
 
     read_back = warehouse.read_partition(DAY_1)
     expected = frame.astype({"sources": object})
@@ -799,3 +897,55 @@ def test_duckdb_second_process_waits_for_the_first_instead_of_failing(tmp_path: 
         holder.kill()
     assert waited > 1.0
     assert read_back["run_id"].tolist() == ["other"]
+
+
+# --------------------------------------------------------------------------------- the pipeline's publish task
+
+
+def test_pipeline_publish_loads_the_fused_parquet_with_the_airflow_run_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """pipeline.publish reads the fuse task's Parquet as Arrow and publishes every row with the Airflow run id,
+    counted in the run record; against a real MLflow registry (SQLite) and a real DuckDB warehouse (the task
+    writes to the default schema, which a shared PostgreSQL test database must not be given)."""
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    from recsys import pipeline, tracking
+    from recsys.config import Settings
+
+    settings = Settings(data_dir=tmp_path / "data")
+    fused_rows = sorted_frame(make_recommendations(n_users=4, k=3, seed=70)).drop(columns="run_id")
+    path = pipeline.run_dir(settings, DAY_1) / "recommendations.parquet"  # where the fuse task writes
+    path.parent.mkdir(parents=True)
+    fused_rows.to_parquet(path, index=False)  # as the fuse task does: every contract column but run_id
+    experiment_id = tracking.configure(settings)
+    with mlflow.start_run(experiment_id=experiment_id) as fusion:  # promote_champion registers its model
+        mlflow.sklearn.log_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model", pip_requirements=["scikit-learn"])
+    airflow_run_id = "scheduled__2024-03-01T00:00:00+00:00"
+    parent = tracking.ensure_parent_run(settings, "recsys_daily", airflow_run_id, DAY_1.isoformat())
+    fused = {
+        "recommendations_path": str(path),
+        "evaluation": {"hybrid": {"ndcg@10": 0.2}, "popularity": {"ndcg@10": 0.1}},
+        "users": 4,
+        "mlflow_fusion_run_id": fusion.info.run_id,
+    }
+    uri = f"duckdb://{tmp_path / 'warehouse.duckdb'}"
+    handed_over: list[type] = []  # what the task gives the (real, unchanged) writer
+    publish_partition = Warehouse.publish_partition
+
+    def recording_publish_partition(self, ds, recommendations, run_record, **hooks):
+        handed_over.append(type(recommendations))
+        return publish_partition(self, ds, recommendations, run_record, **hooks)
+
+    monkeypatch.setattr(Warehouse, "publish_partition", recording_publish_partition)
+
+    summary = pipeline.publish(
+        settings, DAY_1.isoformat(), uri, fused, {"raw_rows": 100, "clean_rows": 99, "quarantined_rows": 1}, {"items": 50},
+        airflow_run_id, parent,
+    )
+
+    assert handed_over == [pa.Table]  # the fast path: no round trip of the text columns through pandas
+    assert summary["published_rows"] == 12
+    with open_warehouse(uri) as warehouse:
+        pd.testing.assert_frame_equal(warehouse.read_partition(DAY_1), fused_rows.assign(run_id=airflow_run_id))
+        runs = warehouse.read_runs()
+    assert runs[["airflow_run_id", "published_rows", "users", "items"]].values.tolist() == [[airflow_run_id, 12, 4, 50]]
