@@ -213,7 +213,15 @@ def celery_run(tmp_path_factory):
                 + f"\n{_task_logs(airflow_home)}\n--- scheduler\n{tail(root / 'scheduler.log', 40)}"
                 + f"\n--- celery-worker\n{tail(root / 'celery-worker.log', 40)}"
             )
-        celery_results = dict(_query(metadata_db, "select task_id, status from celery_taskmeta"))
+        # The worker stores a Celery task's result once the Airflow task process has exited, a moment
+        # after the task instance (and so the last one's DAG run) turned success: wait for every result.
+        celery_ids = [ti["external_executor_id"] for ti in task_instances.values() if ti["external_executor_id"]]
+
+        def stored_results():
+            rows = dict(_query(metadata_db, "select task_id, status from celery_taskmeta"))
+            return rows if all(rows.get(celery_id) in ("SUCCESS", "FAILURE") for celery_id in celery_ids) else None
+
+        celery_results = services.wait("the Celery worker to store every task's result", stored_results, 60, interval=1)
         recommendations = _query(
             warehouse_db, "select count(*), count(distinct user_id), min(ds)::text, max(ds)::text, min(run_id), max(run_id)"
             " from recsys.recommendations"
