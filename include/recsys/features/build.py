@@ -55,6 +55,7 @@ from recsys.constants import RAW_COLUMNS, STAGES
 from recsys.features import partials as P
 from recsys.features import transforms as T
 from recsys.features.transforms import day_start
+from recsys.features.spark import session_conf
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -244,18 +245,9 @@ def shuffle_partitions(spark: "SparkSession", input_bytes: int, floor: int):
     wanted = max(floor, parallelism, math.ceil(input_bytes / INPUT_BYTES_PER_SHUFFLE_PARTITION))
     wanted = min(MAX_SHUFFLE_PARTITIONS, math.ceil(wanted / parallelism) * parallelism)
     confs = {"spark.sql.shuffle.partitions": str(wanted), "spark.sql.sources.parallelPartitionDiscovery.threshold": "400"}
-    previous = {key: spark.conf.get(key, None) for key in confs}
-    for key, value in confs.items():
-        spark.conf.set(key, value)
     log.info("shuffle partitions: %d for %.1f MB of input", wanted, input_bytes / 1e6)
-    try:
+    with session_conf(spark, confs):
         yield wanted
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
 
 
 def build_partials(spark: "SparkSession", settings: "Settings", store: PartialStore, clean: dict[date, Path]) -> None:
