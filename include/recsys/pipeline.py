@@ -11,7 +11,6 @@ import logging
 import time
 from dataclasses import asdict
 from datetime import date, timedelta
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -60,39 +59,36 @@ def candidates_path(settings: Settings, ds: date, source: str, stage: str) -> Pa
 def validate_raw(settings: Settings, ds: str | date, dag_id: str, airflow_run_id: str) -> dict:
     """Validate the day's raw events, quarantine bad rows, open the MLflow parent run."""
     from recsys.features.spark import get_spark
-    from recsys.quality.validation import validate_day
 
     day = parse_ds(ds)
     parent_run_id = tracking.ensure_parent_run(settings, dag_id, airflow_run_id, day.isoformat())
     spark = get_spark(settings, app_name=f"validate_raw {day}")
-    validate = partial(
-        validate_day,
-        spark,
+    with day_data_lock(settings.data_dir):  # another day's run may be validating the same history
+        return _validate_window(settings, spark, day, parent_run_id)
+
+
+def _validate_window(settings: Settings, spark, day: date, parent_run_id: str) -> dict:
+    from recsys.quality.validation import DataQualityError, validate_day, validate_days
+
+    folders = dict(
         raw_events_dir=settings.raw_events_dir,
         clean_events_dir=settings.clean_events_dir,
         quarantine_dir=settings.quarantine_dir,
         reports_dir=settings.data_dir / "quality" / "reports",
         max_quarantine_fraction=settings.quarantine_max_fraction,
     )
-    with day_data_lock(settings.data_dir):  # another day's run may be validating the same history
-        return _validate_window(settings, day, validate, parent_run_id)
-
-
-def _validate_window(settings: Settings, day: date, validate, parent_run_id: str) -> dict:
-    from recsys.quality.validation import DataQualityError
-
     # History days of the window that landed but were never validated (first run, late files) are
-    # validated once here, without rebuilding Data Docs for each; a bad history day is left out with
-    # a warning instead of blocking today.
+    # validated once here, together in one pass and without Data Docs; a bad history day is left out
+    # with a warning instead of blocking today.
     pending_days = _unvalidated_history(settings, day)
-    for number, pending in enumerate(pending_days, start=1):
-        log.info("validating history day %s (%d of %d not yet validated)", pending, number, len(pending_days))
-        try:
-            validate(pending)
-        except DataQualityError as exc:
-            log.warning("history day %s left out of the window: %s", pending, exc)
+    if pending_days:
+        log.info("validating %d history day(s) of the window not yet validated: %s .. %s",
+                 len(pending_days), pending_days[0], pending_days[-1])
+        for pending, outcome in validate_days(spark, pending_days, **folders).items():
+            if isinstance(outcome, DataQualityError):
+                log.warning("history day %s left out of the window: %s", pending, outcome)
     try:
-        report = validate(day, docs_dir=settings.data_dir / "quality")
+        report = validate_day(spark, day, docs_dir=settings.data_dir / "quality", **folders)
     except DataQualityError as exc:
         tracking.log_to_run(settings, parent_run_id, tags={"failed_step": "validate_raw", "failure": str(exc)[:4000]})
         tracking.finish_parent_run(settings, parent_run_id, "FAILED")

@@ -442,3 +442,110 @@ def test_gx_and_spark_disagreeing_stops_the_day(spark, tmp_path, monkeypatch):
 )
 def test_duplicate_counts_cross_check(gx_count, spark_count, agree):
     assert V._duplicate_counts_agree(gx_count, spark_count) is agree
+
+
+# ---------------------------------------------------------------------------------------------
+# many days in one pass (a first run's history): each day's outcome is the one it gets on its own
+# ---------------------------------------------------------------------------------------------
+def _history(root: Path) -> list[date]:
+    """Five landed days: the mixed day, a day with copies of the first day's lines, a quiet day, a day
+    over the threshold and a day with a wrong file. Returns the days in order."""
+    import pandas as pd
+
+    days = [DS + timedelta(days=n) for n in range(5)]
+    _mixed_day(Day(root, days[0]))
+    on_second = "2019-10-02 08:00:00 UTC"
+    second = Day(root, days[1])
+    second.write("events.csv", "\n".join([
+        HEADER,
+        line(time=on_second, session="g2"),
+        line(time=on_second, product="1002", session="g2b"),
+        line(session="g-plain"),  # the first day's line landed again: off its partition day here
+        line(time="not-a-date", session="b-bad-time"),  # the same broken line on both days: no duplicate
+        line(time=on_second, session="d2"),
+        line(time=on_second, session="d2"),
+    ]) + "\n")
+    fields = dict(zip(HEADER.split(","), line(time=on_second, product="1020", session="g2-parquet").split(",")))
+    pd.DataFrame({name: [value] for name, value in fields.items()}).to_parquet(second.folder / "more.parquet", index=False)
+    Day(root, days[2]).write("events.csv", HEADER + "\n")
+    Day(root, days[3]).write("events.csv", "\n".join([HEADER, line(time="2019-10-04 10:00:00 UTC", event_type="click")]) + "\n")
+    Day(root, days[4]).write("events.csv", HEADER.replace("price", "cost") + "\n" + line(time="2019-10-05 10:00:00 UTC") + "\n")
+    return days
+
+
+def _outcomes_one_by_one(spark, root: Path, days: list[date], max_fraction: float) -> dict:
+    outcomes = {}
+    for ds in days:
+        try:
+            outcomes[ds] = Day(root, ds).validate(spark, max_fraction)
+        except DataQualityError as exc:
+            outcomes[ds] = exc
+    return outcomes
+
+
+def test_history_days_in_one_pass_match_one_day_at_a_time(spark, tmp_path, caplog):
+    import logging
+    import shutil
+
+    alone, together = tmp_path / "alone", tmp_path / "together"
+    days = _history(alone)
+    shutil.copytree(alone, together)
+    max_fraction = 15 / 23
+    expected = _outcomes_one_by_one(spark, alone, days, max_fraction)
+    folders = Day(together)
+
+    with caplog.at_level(logging.INFO, logger=V.__name__):
+        outcomes = V.validate_days(spark, days, folders.raw, folders.clean, folders.quarantine, folders.reports, max_fraction)
+
+    assert "validating 4 days in one pass" in caplog.text and "one by one" not in caplog.text
+    assert [type(outcomes[ds]) for ds in days] == [V.ValidationReport, V.ValidationReport, V.ValidationReport,
+                                                   DataQualityError, DataQualityError]
+    assert outcomes[days[1]].rule_counts["duplicate_event"] == 1
+    assert outcomes[days[1]].rule_counts["event_time_in_partition_day"] == 1
+    for ds in days:
+        one, batch = Day(alone, ds), Day(together, ds)
+        want, got = expected[ds], outcomes[ds]
+        assert type(got) is type(want), ds
+        assert one.clean_day.exists() == batch.clean_day.exists(), ds
+        assert one.quarantine_day.exists() == batch.quarantine_day.exists(), ds
+        if isinstance(want, DataQualityError):
+            assert str(got) == str(want).replace(str(alone), str(together)), ds
+        else:
+            assert (got.raw_rows, got.clean_rows, got.quarantined_rows, got.rule_counts) == (
+                want.raw_rows, want.clean_rows, want.quarantined_rows, want.rule_counts,
+            ), ds
+            if want.raw_rows:  # a quiet day has no quarantine folder to count
+                assert_rows_conserved(spark, batch, got, raw_rows=want.raw_rows)
+            assertDataFrameEqual(spark.read.parquet(str(batch.clean_day)), spark.read.parquet(str(one.clean_day)))
+        if one.quarantine_day.exists():
+            moved = [{**row, "source_file": row["source_file"].replace(str(together), str(alone))}
+                     for row in batch.quarantine_rows(spark)]
+            assert sorted(moved, key=repr) == sorted(one.quarantine_rows(spark), key=repr), ds
+        report = one.reports / f"ds={ds.isoformat()}.json"
+        if report.exists():
+            saved = json.loads((batch.reports / report.name).read_text())
+            assert {k: v for k, v in saved.items() if k in ("raw_rows", "clean_rows", "quarantined_rows", "rule_counts")} == {
+                k: v for k, v in json.loads(report.read_text()).items() if k in ("raw_rows", "clean_rows", "quarantined_rows", "rule_counts")
+            }, ds
+
+
+def test_history_day_spark_cannot_read_sends_the_days_one_by_one(spark, tmp_path, caplog):
+    import logging
+
+    import pandas as pd
+
+    good, unreadable = Day(tmp_path, DS), Day(tmp_path, DS + timedelta(days=1))
+    good.write("events.csv", "\n".join([HEADER, line(), line(product="1002")]) + "\n")
+    unreadable.folder.mkdir(parents=True)
+    columns = {name: ["1"] for name in HEADER.split(",")} | {"event_time": pd.to_datetime(["2019-10-02 12:00:00"])}
+    pd.DataFrame(columns).to_parquet(unreadable.folder / "nanos.parquet", index=False)
+
+    with caplog.at_level(logging.INFO, logger=V.__name__):
+        outcomes = V.validate_days(spark, [good.ds, unreadable.ds], good.raw, good.clean, good.quarantine, good.reports, 0.05)
+
+    assert "validating the 2 days one by one instead" in caplog.text
+    assert outcomes[good.ds].clean_rows == 2
+    assert isinstance(outcomes[unreadable.ds], DataQualityError)
+    assert "ds=2019-10-02: Spark could not read" in str(outcomes[unreadable.ds])
+    assert str(unreadable.folder / "nanos.parquet") in str(outcomes[unreadable.ds])
+    assert unreadable.nothing_written()

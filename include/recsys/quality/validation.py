@@ -13,10 +13,12 @@ Two levels:
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
 import shutil
+import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -39,6 +41,11 @@ CORRUPT_RECORD_COL = "_corrupt_record"
 RAW_LINE_COL = "raw_line"
 #: 1 for the first copy of an event, 2, 3, ... for exact duplicates of it.
 COPY_NUMBER_COL = "_copy_number"
+#: Several days validated in one pass (:func:`validate_days`): the partition day each row was landed under.
+DAY_COL = "_ds"
+#: Seconds from the start of the row's partition day (UTC) to its event_time: in [0, 86400) when on the day.
+DAY_OFFSET_COL = "_seconds_into_day"
+SECONDS_PER_DAY = 86_400
 #: Whole numbers up to here are exact as doubles; beyond, "1e3"-style input would lose digits.
 MAX_EXACT_DOUBLE = float(2**53)
 MAX_PRICE = 1_000_000.0
@@ -57,13 +64,17 @@ class DataQualityError(RuntimeError):
 
 @dataclass(frozen=True)
 class RowRule:
-    """One row-level rule: a GX expectation and the Spark expression of the same rule."""
+    """One row-level rule: a GX expectation and the Spark expression of the same rule.
+
+    ``expectation(ds)`` and ``violates(ds)`` check one day's rows. With ``ds=None`` they check rows of
+    several days at once (:func:`validate_days`), each row against its own partition day (:data:`DAY_COL`).
+    """
 
     name: str
     column: str
     description: str
-    expectation: Callable[[date], object]
-    violates: Callable[[date], "Column"]
+    expectation: Callable[[date | None], object]
+    violates: Callable[[date | None], "Column"]
     #: How GX's unexpected count must relate to the Spark count: equal, unless the rule says otherwise.
     counts_agree: Callable[[int, int], bool] = lambda gx_count, spark_count: gx_count == spark_count
 
@@ -116,11 +127,15 @@ def _rules() -> tuple[RowRule, ...]:
             name="event_time_in_partition_day",
             column="event_time",
             description="event_time must fall on the partition's day (UTC)",
+            # Rows of several days: GX checks the seconds from each row's own day start (a column Spark
+            # derives) against the same bounds, since one between-expectation holds only one day.
             expectation=lambda ds: gxe.ExpectColumnValuesToBeBetween(
                 column="event_time", min_value=day_bounds(ds)[0], max_value=day_bounds(ds)[1]
+            ) if ds is not None else gxe.ExpectColumnValuesToBeBetween(
+                column=DAY_OFFSET_COL, min_value=0, max_value=SECONDS_PER_DAY, strict_max=True
             ),
             violates=lambda ds: F.col("event_time").isNotNull()
-            & (F.to_date("event_time") != F.lit(ds.isoformat()).cast("date")),
+            & (F.to_date("event_time") != (F.lit(ds.isoformat()).cast("date") if ds is not None else F.col(DAY_COL))),
         ),
         RowRule(
             name="event_type_allowed",
@@ -163,7 +178,10 @@ def _rules() -> tuple[RowRule, ...]:
             name="duplicate_event",
             column=", ".join(RAW_COLUMNS),
             description="an exact duplicate of an earlier event (same value in every contract column); the first copy is kept",
-            expectation=lambda ds: gxe.ExpectCompoundColumnsToBeUnique(column_list=list(RAW_COLUMNS), ignore_row_if="never"),
+            # A copy landed under another day is not a duplicate: each day is deduplicated on its own.
+            expectation=lambda ds: gxe.ExpectCompoundColumnsToBeUnique(
+                column_list=list(RAW_COLUMNS) + ([] if ds is not None else [DAY_COL]), ignore_row_if="never"
+            ),
             violates=lambda ds: F.col(COPY_NUMBER_COL) > 1,
             counts_agree=_duplicate_counts_agree,
         ),
@@ -326,6 +344,8 @@ def typed_events(raw: "DataFrame") -> "DataFrame":
         )
         return F.coalesce(exact, other)
 
+    # Rows of several days (validate_days) carry their partition day: rules and duplicates are per day.
+    day_columns = [DAY_COL] if DAY_COL in raw.columns else []
     category_raw = F.trim(F.col("category_id"))
     typed = raw.select(
         parse_time("event_time").alias("event_time"),
@@ -343,11 +363,16 @@ def typed_events(raw: "DataFrame") -> "DataFrame":
         F.col(CORRUPT_RECORD_COL),
         *[F.col(c).alias(f"_raw_{c}") for c in RAW_COLUMNS],
         F.col(SOURCE_FILE_COL),
+        *[F.col(c) for c in day_columns],
     )
+    if day_columns:
+        typed = typed.withColumn(
+            DAY_OFFSET_COL, F.unix_micros("event_time") / F.lit(1e6) - F.unix_date(DAY_COL) * F.lit(SECONDS_PER_DAY)
+        )
     # The copy kept first is one that can pass the other rules (a well-formed line, a category_id
     # that parsed), so a good event is never quarantined for duplicating a broken line. Among equals,
     # the order only decides which raw text and source file the quarantine shows.
-    copies = Window.partitionBy(*RAW_COLUMNS).orderBy(
+    copies = Window.partitionBy(*RAW_COLUMNS, *day_columns).orderBy(
         F.col(CORRUPT_RECORD_COL).asc_nulls_first(),
         F.col("_category_id_ok").asc_nulls_last(),
         SOURCE_FILE_COL,
@@ -359,8 +384,11 @@ def typed_events(raw: "DataFrame") -> "DataFrame":
 # ---------------------------------------------------------------------------------------------
 # GX run
 # ---------------------------------------------------------------------------------------------
-def run_expectations(typed: "DataFrame", ds: date, docs_dir: Path | None) -> tuple[dict[str, int], str | None]:
-    """Validate the typed day with GX; return each rule's unexpected count and the Data Docs page."""
+def run_expectations(typed: "DataFrame", ds: date | None, docs_dir: Path | None) -> tuple[dict[str, int], str | None]:
+    """Validate the typed day with GX; return each rule's unexpected count and the Data Docs page.
+
+    ``ds=None``: the rows of several days at once, each checked against its own day (:class:`RowRule`).
+    """
     import great_expectations as gx
 
     rules = _rules()
@@ -441,6 +469,17 @@ class ValidationReport:
         return {**self.__dict__, "quarantined_fraction": self.quarantined_fraction}
 
 
+def _report_path(reports_dir: Path, ds: date) -> Path:
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    return reports_dir / f"ds={ds.isoformat()}.json"
+
+
+def _save(report: ValidationReport) -> ValidationReport:
+    Path(report.report_path).write_text(json.dumps(report.as_dict(), indent=2))
+    return report
+
+
 def _empty_day(typed: "DataFrame", ds: date, files: list[Path], clean_events_dir: Path, quarantine_dir: Path,
                reports_dir: Path) -> ValidationReport:
     """A day whose files hold a header and no events: a quiet day, not an error.
@@ -451,22 +490,67 @@ def _empty_day(typed: "DataFrame", ds: date, files: list[Path], clean_events_dir
     (:func:`list_day_files`): late data must not be mistaken for a quiet day.
     """
     clean_path = Path(clean_events_dir) / f"ds={ds.isoformat()}"
-    typed.select(*RAW_COLUMNS).write.mode("overwrite").parquet(str(clean_path))
+    typed.limit(0).select(*RAW_COLUMNS).write.mode("overwrite").parquet(str(clean_path))
     # An earlier landing of this day may have left a quarantine: it no longer describes the day.
     shutil.rmtree(Path(quarantine_dir) / f"ds={ds.isoformat()}", ignore_errors=True)
-    reports_dir = Path(reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    report_path = reports_dir / f"ds={ds.isoformat()}.json"
-    report = ValidationReport(
-        ds.isoformat(), 0, 0, 0, {rule.name: 0 for rule in _rules()}, str(clean_path), "", None, str(report_path)
-    )
-    report_path.write_text(json.dumps(report.as_dict(), indent=2))
+    report = _save(ValidationReport(
+        ds.isoformat(), 0, 0, 0, {rule.name: 0 for rule in _rules()}, str(clean_path), "", None,
+        str(_report_path(reports_dir, ds)),
+    ))
     log.warning(
         "ds=%s: the raw files hold a header but no events (%s): validated as an empty day; recommendations "
         "for it are recomputed from the lookback window's history",
         ds, ", ".join(str(f) for f in files),
     )
     return report
+
+
+def _unreadable(ds: date | str, files: list[Path], exc: Exception) -> DataQualityError:
+    first_line = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return DataQualityError(
+        f"ds={ds}: Spark could not read the day's files ({', '.join(str(f) for f in files)}): {first_line[:500]}. "
+        "Check or re-land the files."
+    )
+
+
+def _quarantine_columns() -> list["Column"]:
+    """The quarantine keeps the raw text of each bad row exactly as it arrived, plus why and from where."""
+    from pyspark.sql import functions as F
+
+    return [
+        *[F.col(f"_raw_{c}").alias(c) for c in RAW_COLUMNS],
+        F.col(FAILED_RULES_COL),
+        F.col(SOURCE_FILE_COL),
+        F.col(CORRUPT_RECORD_COL).alias(RAW_LINE_COL),
+    ]
+
+
+def _summary(rule_counts: dict[str, int]) -> str:
+    return ", ".join(f"{name}={count}" for name, count in rule_counts.items() if count) or "none"
+
+
+def _too_many_bad_rows(ds: date, quarantined_rows: int, raw_rows: int, max_fraction: float, rule_counts: dict[str, int],
+                       quarantine_path: Path) -> DataQualityError:
+    return DataQualityError(
+        f"ds={ds}: {quarantined_rows} of {raw_rows} rows ({quarantined_rows / raw_rows:.1%}) failed validation, above the "
+        f"{max_fraction:.1%} threshold (RECSYS_QUARANTINE_MAX_FRACTION). Failed rules: {_summary(rule_counts)}. "
+        f"The bad rows are in {quarantine_path}; the run stops before training and nothing is published. "
+        "Fix the source and re-run the day, or raise the threshold if this is expected."
+    )
+
+
+def _rows_lost(ds: date, raw_rows: int, clean_rows: int, quarantined_rows: int) -> DataQualityError:
+    return DataQualityError(
+        f"ds={ds}: rows lost in validation: raw={raw_rows} but clean={clean_rows} + quarantined={quarantined_rows}"
+    )
+
+
+def _log_day(report: ValidationReport) -> None:
+    log.info(
+        "ds=%s: %d raw rows, %d clean, %d quarantined (%.2f%%; %s). Data Docs: %s",
+        report.ds, report.raw_rows, report.clean_rows, report.quarantined_rows, 100 * report.quarantined_fraction,
+        _summary(report.rule_counts), report.docs_page,
+    )
 
 
 def validate_day(
@@ -498,11 +582,7 @@ def validate_day(
     except Exception as exc:  # noqa: BLE001 - py4j/Spark errors: report the files, not a stack trace
         if typed is not None:
             typed.unpersist()
-        first_line = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise DataQualityError(
-            f"ds={ds}: Spark could not read the day's files ({', '.join(str(f) for f in files)}): {first_line[:500]}. "
-            "Check or re-land the files."
-        ) from exc
+        raise _unreadable(ds, files, exc) from exc
     if raw_rows == 0:
         typed.unpersist()
         return _empty_day(typed, ds, files, clean_events_dir, quarantine_dir, reports_dir)
@@ -519,11 +599,7 @@ def validate_day(
             flagged.agg(*[F.sum(rule.violates(ds).cast("int")) for rule in rules]).first(),
         )
     }
-    disagreements = {
-        rule.name: (gx_counts[rule.name], spark_counts[rule.name])
-        for rule in rules
-        if not rule.counts_agree(gx_counts[rule.name], spark_counts[rule.name])
-    }
+    disagreements = _disagreements(rules, gx_counts, spark_counts)
     if disagreements:
         raise DataQualityError(
             f"ds={ds}: Great Expectations and the quarantine split disagree on rule counts (gx, spark): {disagreements}"
@@ -532,51 +608,238 @@ def validate_day(
     bad = flagged.filter(F.col(FAILED_RULES_COL) != "")
     good = flagged.filter(F.col(FAILED_RULES_COL) == "")
     quarantine_path = Path(quarantine_dir) / f"ds={ds.isoformat()}"
-    # The quarantine keeps the raw text of each bad row exactly as it arrived, plus why and from where.
-    (
-        bad.select(
-            *[F.col(f"_raw_{c}").alias(c) for c in RAW_COLUMNS],
-            FAILED_RULES_COL,
-            SOURCE_FILE_COL,
-            F.col(CORRUPT_RECORD_COL).alias(RAW_LINE_COL),
-        )
-        .coalesce(1)
-        .write.mode("overwrite")
-        .option("header", True)
-        .csv(str(quarantine_path))
-    )
+    bad.select(*_quarantine_columns()).coalesce(1).write.mode("overwrite").option("header", True).csv(str(quarantine_path))
     quarantined_rows = spark.read.option("header", True).csv(str(quarantine_path)).count()
-    fraction = quarantined_rows / raw_rows
-    reports_dir = Path(reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    report_path = reports_dir / f"ds={ds.isoformat()}.json"
+    report_path = _report_path(reports_dir, ds)
     clean_path = Path(clean_events_dir) / f"ds={ds.isoformat()}"
 
-    summary = ", ".join(f"{name}={count}" for name, count in spark_counts.items() if count) or "none"
-    if fraction > max_quarantine_fraction:
-        report = ValidationReport(ds.isoformat(), raw_rows, 0, quarantined_rows, spark_counts, "", str(quarantine_path), docs_page, str(report_path))
-        report_path.write_text(json.dumps(report.as_dict(), indent=2))
-        raise DataQualityError(
-            f"ds={ds}: {quarantined_rows} of {raw_rows} rows ({fraction:.1%}) failed validation, above the "
-            f"{max_quarantine_fraction:.1%} threshold (RECSYS_QUARANTINE_MAX_FRACTION). Failed rules: {summary}. "
-            f"The bad rows are in {quarantine_path}; the run stops before training and nothing is published. "
-            "Fix the source and re-run the day, or raise the threshold if this is expected."
-        )
+    if quarantined_rows / raw_rows > max_quarantine_fraction:
+        _save(ValidationReport(ds.isoformat(), raw_rows, 0, quarantined_rows, spark_counts, "", str(quarantine_path), docs_page, str(report_path)))
+        raise _too_many_bad_rows(ds, quarantined_rows, raw_rows, max_quarantine_fraction, spark_counts, quarantine_path)
 
     good.select(*RAW_COLUMNS).write.mode("overwrite").parquet(str(clean_path))
     clean_rows = spark.read.parquet(str(clean_path)).count()
     flagged.unpersist()
     typed.unpersist()
     if clean_rows + quarantined_rows != raw_rows:
-        raise DataQualityError(
-            f"ds={ds}: rows lost in validation: raw={raw_rows} but clean={clean_rows} + quarantined={quarantined_rows}"
-        )
-    report = ValidationReport(
+        raise _rows_lost(ds, raw_rows, clean_rows, quarantined_rows)
+    report = _save(ValidationReport(
         ds.isoformat(), raw_rows, clean_rows, quarantined_rows, spark_counts, str(clean_path), str(quarantine_path), docs_page, str(report_path)
-    )
-    report_path.write_text(json.dumps(report.as_dict(), indent=2))
-    log.info(
-        "ds=%s: %d raw rows, %d clean, %d quarantined (%.2f%%; %s). Data Docs: %s",
-        ds, raw_rows, clean_rows, quarantined_rows, 100 * fraction, summary, docs_page,
-    )
+    ))
+    _log_day(report)
     return report
+
+
+def _disagreements(rules, gx_counts: dict[str, int], spark_counts: dict[str, int]) -> dict[str, tuple[int, int]]:
+    return {
+        rule.name: (gx_counts[rule.name], spark_counts[rule.name])
+        for rule in rules
+        if not rule.counts_agree(gx_counts[rule.name], spark_counts[rule.name])
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# many days in one pass
+# ---------------------------------------------------------------------------------------------
+class _BatchUnusable(RuntimeError):
+    """The days cannot be validated together (a file Spark cannot read, GX and Spark disagree): the
+    caller validates them one by one instead, so that whatever is wrong is reported against its day."""
+
+
+def validate_days(
+    spark: "SparkSession",
+    days: list[date],
+    raw_events_dir: Path,
+    clean_events_dir: Path,
+    quarantine_dir: Path,
+    reports_dir: Path,
+    max_quarantine_fraction: float,
+) -> dict[date, ValidationReport | DataQualityError]:
+    """Validate several days (a first run's history) in one pass; each day's outcome, report or error.
+
+    Every day gets what :func:`validate_day` would give it, by the same rules: its clean partition, its
+    quarantine, its report, or the same :class:`DataQualityError` (a bad day does not stop the others).
+    Rules and duplicates apply per partition day. What changes is the cost: one Spark read, one Great
+    Expectations run (BASIC results, no Data Docs) and one write per output for all the days, instead
+    of one each; the GX/Spark agreement is checked on the rule totals over the days. When the days
+    cannot go together (a file Spark cannot read, a disagreement), they are validated one by one.
+    """
+    outcomes: dict[date, ValidationReport | DataQualityError] = {}
+    files_by_day: dict[date, list[Path]] = {}
+    for day in days:
+        try:
+            files = list_day_files(raw_events_dir, day)
+            check_files(files)
+        except DataQualityError as exc:
+            outcomes[day] = exc
+            continue
+        files_by_day[day] = files
+
+    def one_by_one(pending: list[date]) -> None:
+        for day in pending:
+            try:
+                outcomes[day] = validate_day(spark, day, raw_events_dir, clean_events_dir, quarantine_dir, reports_dir,
+                                             max_quarantine_fraction)
+            except DataQualityError as exc:
+                outcomes[day] = exc
+
+    if len(files_by_day) == 1:
+        one_by_one(list(files_by_day))
+    elif files_by_day:
+        try:
+            outcomes.update(_validate_together(spark, files_by_day, clean_events_dir, quarantine_dir, reports_dir,
+                                               max_quarantine_fraction))
+        except _BatchUnusable as exc:
+            log.warning("validating the %d days one by one instead: %s", len(files_by_day), exc)
+            one_by_one(list(files_by_day))
+    return {day: outcomes[day] for day in days}
+
+
+def _validate_together(
+    spark: "SparkSession",
+    files_by_day: dict[date, list[Path]],
+    clean_events_dir: Path,
+    quarantine_dir: Path,
+    reports_dir: Path,
+    max_quarantine_fraction: float,
+) -> dict[date, ValidationReport | DataQualityError]:
+    from pyspark.sql import functions as F
+
+    days = sorted(files_by_day)
+    files = [path for day in days for path in files_by_day[day]]
+    log.info("validating %d days in one pass (%s .. %s, %d files)", len(days), days[0], days[-1], len(files))
+    typed = None
+    try:
+        raw = read_raw_day(spark, files)
+        # Each row's day is its file's partition folder (the last ds=... of the path).
+        raw = raw.withColumn(DAY_COL, F.to_date(F.regexp_extract(SOURCE_FILE_COL, r"/ds=(\d{4}-\d{2}-\d{2})/[^/]+$", 1)))
+        typed = typed_events(raw).persist()
+        raw_counts = {row[DAY_COL]: row["count"] for row in typed.groupBy(DAY_COL).count().collect()}
+    except Exception as exc:  # noqa: BLE001 - py4j/Spark errors: the per-day path names the day and its files
+        if typed is not None:
+            typed.unpersist()
+        raise _BatchUnusable(str(_unreadable(f"{days[0]}..{days[-1]}", files, exc))) from exc
+    try:
+        return _split_days(spark, typed, days, files_by_day, raw_counts, clean_events_dir, quarantine_dir, reports_dir,
+                           max_quarantine_fraction)
+    finally:
+        typed.unpersist()
+
+
+def _split_days(spark, typed, days, files_by_day, raw_counts, clean_events_dir, quarantine_dir, reports_dir,
+                max_quarantine_fraction) -> dict[date, ValidationReport | DataQualityError]:
+    from pyspark.sql import functions as F
+
+    strays = set(raw_counts) - set(days)
+    if strays:
+        raise _BatchUnusable(f"rows whose partition day is not one of the days read: {sorted(map(str, strays))}")
+    outcomes: dict[date, ValidationReport | DataQualityError] = {}
+    for day in days:
+        if not raw_counts.get(day):
+            outcomes[day] = _empty_day(typed, day, files_by_day[day], clean_events_dir, quarantine_dir, reports_dir)
+    days = [day for day in days if raw_counts.get(day)]
+    if not days:
+        return outcomes
+
+    gx_counts, _ = run_expectations(typed.drop(*[c for c in typed.columns if c.startswith("_raw_")]), None, None)
+    rules = _rules()
+    failed = F.concat_ws(",", *[F.when(rule.violates(None), F.lit(rule.name)) for rule in rules])
+    flagged = typed.withColumn(FAILED_RULES_COL, failed)
+    counts_by_day = {
+        row[DAY_COL]: {rule.name: int(row[rule.name] or 0) for rule in rules}
+        for row in flagged.groupBy(DAY_COL).agg(*[F.sum(rule.violates(None).cast("int")).alias(rule.name) for rule in rules]).collect()
+    }
+    totals = {rule.name: sum(counts[rule.name] for counts in counts_by_day.values()) for rule in rules}
+    disagreements = _disagreements(rules, gx_counts, totals)
+    if disagreements:
+        raise _BatchUnusable(f"Great Expectations and the quarantine split disagree on rule totals (gx, spark): {disagreements}")
+
+    with _staging(quarantine_dir) as staging:
+        (
+            flagged.filter(F.col(FAILED_RULES_COL) != "")
+            .select(*_quarantine_columns(), F.col(DAY_COL).cast("string").alias("ds"))
+            .coalesce(1)
+            .write.option("header", True)
+            .partitionBy("ds")
+            .csv(str(staging))
+        )
+        quarantined = _count_by_partition(spark.read.option("header", True).csv(str(staging)))
+        for day in days:
+            _replace_partition(staging, quarantine_dir, day, header=[c for c in flagged.select(*_quarantine_columns()).columns])
+
+    passing = []
+    for day in days:
+        quarantine_path = Path(quarantine_dir) / f"ds={day.isoformat()}"
+        report_path = _report_path(reports_dir, day)
+        if quarantined.get(day.isoformat(), 0) / raw_counts[day] > max_quarantine_fraction:
+            _save(ValidationReport(day.isoformat(), raw_counts[day], 0, quarantined.get(day.isoformat(), 0),
+                                   counts_by_day[day], "", str(quarantine_path), None, str(report_path)))
+            outcomes[day] = _too_many_bad_rows(day, quarantined.get(day.isoformat(), 0), raw_counts[day],
+                                               max_quarantine_fraction, counts_by_day[day], quarantine_path)
+        else:
+            passing.append(day)
+    if not passing:
+        return outcomes
+
+    with _staging(clean_events_dir) as staging:
+        (
+            flagged.filter((F.col(FAILED_RULES_COL) == "") & F.col(DAY_COL).isin(passing))
+            .select(*RAW_COLUMNS, F.col(DAY_COL).cast("string").alias("ds"))
+            .write.partitionBy("ds")
+            .parquet(str(staging))
+        )
+        cleaned = _count_by_partition(spark.read.parquet(str(staging)))
+        for day in passing:
+            _replace_partition(staging, clean_events_dir, day)
+    for day in passing:
+        raw_rows, clean_rows, quarantined_rows = raw_counts[day], cleaned.get(day.isoformat(), 0), quarantined.get(day.isoformat(), 0)
+        if clean_rows + quarantined_rows != raw_rows:
+            outcomes[day] = _rows_lost(day, raw_rows, clean_rows, quarantined_rows)
+            continue
+        outcomes[day] = _save(ValidationReport(
+            day.isoformat(), raw_rows, clean_rows, quarantined_rows, counts_by_day[day],
+            str(Path(clean_events_dir) / f"ds={day.isoformat()}"), str(Path(quarantine_dir) / f"ds={day.isoformat()}"),
+            None, str(_report_path(reports_dir, day)),
+        ))
+        _log_day(outcomes[day])
+    return outcomes
+
+
+def _count_by_partition(frame: "DataFrame") -> dict[str, int]:
+    """Rows per ``ds=`` folder of what was just written (read back: the figures are what is on disk)."""
+    from pyspark.sql import functions as F
+
+    if "ds" not in frame.columns:  # nothing was written
+        return {}
+    return {str(row["ds"]): row["count"] for row in frame.groupBy(F.col("ds").cast("string").alias("ds")).count().collect()}
+
+
+@contextlib.contextmanager
+def _staging(target_dir: Path):
+    """A hidden folder beside ``target_dir`` (same file system, so partitions move by rename), removed after."""
+    target_dir = Path(target_dir)
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = target_dir.parent / f".{target_dir.name}-staging-{uuid.uuid4().hex}"
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace_partition(staging: Path, target_dir: Path, day: date, header: list[str] | None = None) -> None:
+    """Move the day's staged ``ds=`` folder over the target's (the rows :func:`validate_day` would have written).
+
+    A day with no staged rows gets what Spark writes for an empty frame: a header-only CSV (``header``
+    given) or no files.
+    """
+    name = f"ds={day.isoformat()}"
+    target = Path(target_dir) / name
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if (staging / name).is_dir():
+        (staging / name).rename(target)
+    else:
+        target.mkdir()
+        if header is not None:
+            (target / "part-00000-no-rows.csv").write_text(",".join(header) + "\n")
+    (target / "_SUCCESS").touch()
