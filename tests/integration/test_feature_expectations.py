@@ -1,4 +1,4 @@
-"""Feature-level expectations on real build output (synthetic data -> validate_day -> build_features).
+"""Feature-level expectations on real build output (synthetic data -> validate_days -> build_features).
 
 The untouched build must pass every expectation; then one table on disk is corrupted the way a bug
 upstream would (an unknown product, a zero weight, a duplicated pair, a cold target user, a sequence
@@ -40,15 +40,17 @@ def built(spark, tmp_path_factory) -> tuple[Settings, Path]:
     """One real feature build for ds = END_DATE, made once; tests copy it before corrupting it."""
     from recsys.data.synthetic import GeneratorConfig, generate
     from recsys.features.build import build_features, feature_paths
-    from recsys.quality.validation import validate_day
+    from recsys.quality.validation import ValidationReport, validate_days
 
     settings = _settings(tmp_path_factory.mktemp("features") / "data")
     generate(settings.data_dir, GeneratorConfig(users=400, products=90, days=DAYS, seed=11, end_date=END_DATE, bad_rows_fraction=0.002))
-    for offset in range(DAYS - 1, -1, -1):
-        report = validate_day(
-            spark, END_DATE - timedelta(days=offset), settings.raw_events_dir, settings.clean_events_dir,
-            settings.quarantine_dir, settings.data_dir / "quality" / "reports", settings.quarantine_max_fraction,
-        )
+    outcomes = validate_days(
+        spark, [END_DATE - timedelta(days=offset) for offset in range(DAYS - 1, -1, -1)], settings.raw_events_dir,
+        settings.clean_events_dir, settings.quarantine_dir, settings.data_dir / "quality" / "reports",
+        settings.quarantine_max_fraction,
+    )
+    for report in outcomes.values():
+        assert isinstance(report, ValidationReport), report
         assert report.raw_rows == report.clean_rows + report.quarantined_rows
     build_features(spark, settings, END_DATE)
     return settings, feature_paths(settings, END_DATE).root

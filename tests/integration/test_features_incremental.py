@@ -1,6 +1,6 @@
 """The incremental feature build (stored daily partials, combined) equals the one-shot build, table by table.
 
-A generated landing zone, validated day by day with the real validate_day (Great Expectations), plus a
+A generated landing zone, validated with the real validate_days / validate_day (Great Expectations), plus a
 few hand-made users whose activity spans midnight. Real local Spark; nothing mocked.
 
 Equality: every feature table has the same rows; the only float column, ``interactions.weight``, is
@@ -26,7 +26,7 @@ from recsys.config import Settings  # noqa: E402
 from recsys.constants import STAGES  # noqa: E402
 from recsys.data.synthetic import GeneratorConfig, generate  # noqa: E402
 from recsys.features.build import build_features, feature_paths, partial_store  # noqa: E402
-from recsys.quality.validation import validate_day  # noqa: E402
+from recsys.quality.validation import ValidationReport, validate_day, validate_days  # noqa: E402
 
 pytestmark = pytest.mark.spark
 
@@ -86,8 +86,12 @@ def landing(tmp_path_factory, spark):
     for day, rows in _midnight_rows(products).items():
         with open(data_dir / "raw" / "events" / f"ds={day.isoformat()}" / "events.csv", "a") as handle:
             handle.write("\n".join(rows) + "\n")
-    for offset in range(DAYS):
-        _validate(spark, data_dir, START + timedelta(days=offset))
+    days = [START + timedelta(days=offset) for offset in range(DAYS)]
+    outcomes = validate_days(
+        spark, days, data_dir / "raw" / "events", data_dir / "clean" / "events", data_dir / "quarantine",
+        data_dir / "quality" / "reports", max_quarantine_fraction=0.05,
+    )
+    assert all(isinstance(outcome, ValidationReport) for outcome in outcomes.values()), outcomes
     return {"dir": data_dir, "products": products}
 
 

@@ -763,7 +763,7 @@ def _split_days(spark, typed, days, files_by_day, raw_counts, clean_events_dir, 
             .partitionBy("ds")
             .csv(str(staging))
         )
-        quarantined = _count_by_partition(spark.read.option("header", True).csv(str(staging)))
+        quarantined = _count_by_partition(spark.read.option("header", True).csv, staging)
         for day in days:
             _replace_partition(staging, quarantine_dir, day, header=[c for c in flagged.select(*_quarantine_columns()).columns])
 
@@ -788,7 +788,7 @@ def _split_days(spark, typed, days, files_by_day, raw_counts, clean_events_dir, 
             .write.partitionBy("ds")
             .parquet(str(staging))
         )
-        cleaned = _count_by_partition(spark.read.parquet(str(staging)))
+        cleaned = _count_by_partition(spark.read.parquet, staging)
         for day in passing:
             _replace_partition(staging, clean_events_dir, day)
     for day in passing:
@@ -805,12 +805,13 @@ def _split_days(spark, typed, days, files_by_day, raw_counts, clean_events_dir, 
     return outcomes
 
 
-def _count_by_partition(frame: "DataFrame") -> dict[str, int]:
+def _count_by_partition(read: Callable[[str], "DataFrame"], staging: Path) -> dict[str, int]:
     """Rows per ``ds=`` folder of what was just written (read back: the figures are what is on disk)."""
     from pyspark.sql import functions as F
 
-    if "ds" not in frame.columns:  # nothing was written
+    if not any(staging.glob("ds=*")):  # no rows at all: Spark wrote no partition folder
         return {}
+    frame = read(str(staging))
     return {str(row["ds"]): row["count"] for row in frame.groupBy(F.col("ds").cast("string").alias("ds")).count().collect()}
 
 
