@@ -448,11 +448,13 @@ def test_duplicate_counts_cross_check(gx_count, spark_count, agree):
 # many days in one pass (a first run's history): each day's outcome is the one it gets on its own
 # ---------------------------------------------------------------------------------------------
 def _history(root: Path) -> list[date]:
-    """Five landed days: the mixed day, a day with copies of the first day's lines, a quiet day, a day
-    over the threshold and a day with a wrong file. Returns the days in order."""
+    """Six landed days: the mixed day, a day with copies of the first day's lines and rows on its edges, a
+    quiet day, a day over the threshold, a day with a wrong file and a clean day landed again (its earlier
+    quarantine is stale) with typed Parquet. Returns the days in order."""
+    import numpy as np
     import pandas as pd
 
-    days = [DS + timedelta(days=n) for n in range(5)]
+    days = [DS + timedelta(days=n) for n in range(6)]
     _mixed_day(Day(root, days[0]))
     on_second = "2019-10-02 08:00:00 UTC"
     second = Day(root, days[1])
@@ -464,12 +466,25 @@ def _history(root: Path) -> list[date]:
         line(time="not-a-date", session="b-bad-time"),  # the same broken line on both days: no duplicate
         line(time=on_second, session="d2"),
         line(time=on_second, session="d2"),
+        line(time="2019-10-02 00:00:00", session="g2-first-instant"),
+        line(time="2019-10-02 23:59:59.999999", session="g2-last-instant"),
+        line(time="2019-10-03 00:00:00", session="b2-next-day"),
     ]) + "\n")
     fields = dict(zip(HEADER.split(","), line(time=on_second, product="1020", session="g2-parquet").split(",")))
     pd.DataFrame({name: [value] for name, value in fields.items()}).to_parquet(second.folder / "more.parquet", index=False)
     Day(root, days[2]).write("events.csv", HEADER + "\n")
     Day(root, days[3]).write("events.csv", "\n".join([HEADER, line(time="2019-10-04 10:00:00 UTC", event_type="click")]) + "\n")
     Day(root, days[4]).write("events.csv", HEADER.replace("price", "cost") + "\n" + line(time="2019-10-05 10:00:00 UTC") + "\n")
+    relanded = Day(root, days[5])
+    relanded.write("events.csv", "\n".join([HEADER, line(time="2019-10-06 09:00:00 UTC", session="g6")]) + "\n")
+    # Typed Parquet (float32 price, int64 ids): read alone, never widened to another day's Parquet schema.
+    pd.DataFrame({
+        "event_time": ["2019-10-06 10:00:00 UTC"], "event_type": ["cart"], "product_id": np.array([1030], np.int64),
+        "category_id": np.array([7], np.int64), "category_code": ["kitchen"], "brand": ["acme"],
+        "price": np.array([9.99], np.float32), "user_id": np.array([77], np.int64), "user_session": ["g6-parquet"],
+    }).to_parquet(relanded.folder / "typed.parquet", index=False)
+    relanded.quarantine_day.mkdir(parents=True)
+    (relanded.quarantine_day / "part-00000-earlier-landing.csv").write_text(HEADER + ",failed_rules,source_file,raw_line\n" + line() + ",price_in_range,x,\n")
     return days
 
 
@@ -493,15 +508,19 @@ def test_history_days_in_one_pass_match_one_day_at_a_time(spark, tmp_path, caplo
     max_fraction = 15 / 23
     expected = _outcomes_one_by_one(spark, alone, days, max_fraction)
     folders = Day(together)
+    crashed = together / ".quarantine-staging-0123" / "ds=2019-10-01"  # what a run killed halfway leaves
+    crashed.mkdir(parents=True)
 
     with caplog.at_level(logging.INFO, logger=V.__name__):
         outcomes = V.validate_days(spark, days, folders.raw, folders.clean, folders.quarantine, folders.reports, max_fraction)
 
-    assert "validating 4 days in one pass" in caplog.text and "one by one" not in caplog.text
+    assert "validating 5 days in one pass" in caplog.text and "one by one" not in caplog.text
+    assert not crashed.parent.exists() and not list(together.glob(".*-staging-*"))
     assert [type(outcomes[ds]) for ds in days] == [V.ValidationReport, V.ValidationReport, V.ValidationReport,
-                                                   DataQualityError, DataQualityError]
+                                                   DataQualityError, DataQualityError, V.ValidationReport]
     assert outcomes[days[1]].rule_counts["duplicate_event"] == 1
-    assert outcomes[days[1]].rule_counts["event_time_in_partition_day"] == 1
+    assert outcomes[days[1]].rule_counts["event_time_in_partition_day"] == 2  # the first day's line, the next day's midnight
+    assert (outcomes[days[5]].clean_rows, outcomes[days[5]].quarantined_rows) == (2, 0)
     for ds in days:
         one, batch = Day(alone, ds), Day(together, ds)
         want, got = expected[ds], outcomes[ds]
@@ -513,6 +532,9 @@ def test_history_days_in_one_pass_match_one_day_at_a_time(spark, tmp_path, caplo
         else:
             assert (got.raw_rows, got.clean_rows, got.quarantined_rows, got.rule_counts) == (
                 want.raw_rows, want.clean_rows, want.quarantined_rows, want.rule_counts,
+            ), ds
+            assert (got.clean_path, got.quarantine_path, got.report_path) == tuple(
+                path.replace(str(alone), str(together)) for path in (want.clean_path, want.quarantine_path, want.report_path)
             ), ds
             if want.raw_rows:  # a quiet day has no quarantine folder to count
                 assert_rows_conserved(spark, batch, got, raw_rows=want.raw_rows)

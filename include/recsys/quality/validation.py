@@ -43,9 +43,9 @@ RAW_LINE_COL = "raw_line"
 COPY_NUMBER_COL = "_copy_number"
 #: Several days validated in one pass (:func:`validate_days`): the partition day each row was landed under.
 DAY_COL = "_ds"
-#: Seconds from the start of the row's partition day (UTC) to its event_time: in [0, 86400) when on the day.
-DAY_OFFSET_COL = "_seconds_into_day"
-SECONDS_PER_DAY = 86_400
+#: Microseconds from the start of the row's partition day (UTC) to its event_time: in [0, 86,400,000,000) on the day.
+DAY_OFFSET_COL = "_micros_into_day"
+MICROS_PER_DAY = 86_400_000_000
 #: Whole numbers up to here are exact as doubles; beyond, "1e3"-style input would lose digits.
 MAX_EXACT_DOUBLE = float(2**53)
 MAX_PRICE = 1_000_000.0
@@ -127,12 +127,12 @@ def _rules() -> tuple[RowRule, ...]:
             name="event_time_in_partition_day",
             column="event_time",
             description="event_time must fall on the partition's day (UTC)",
-            # Rows of several days: GX checks the seconds from each row's own day start (a column Spark
+            # Rows of several days: GX checks the microseconds from each row's own day start (a column Spark
             # derives) against the same bounds, since one between-expectation holds only one day.
             expectation=lambda ds: gxe.ExpectColumnValuesToBeBetween(
                 column="event_time", min_value=day_bounds(ds)[0], max_value=day_bounds(ds)[1]
             ) if ds is not None else gxe.ExpectColumnValuesToBeBetween(
-                column=DAY_OFFSET_COL, min_value=0, max_value=SECONDS_PER_DAY, strict_max=True
+                column=DAY_OFFSET_COL, min_value=0, max_value=MICROS_PER_DAY, strict_max=True
             ),
             violates=lambda ds: F.col("event_time").isNotNull()
             & (F.to_date("event_time") != (F.lit(ds.isoformat()).cast("date") if ds is not None else F.col(DAY_COL))),
@@ -367,7 +367,7 @@ def typed_events(raw: "DataFrame") -> "DataFrame":
     )
     if day_columns:
         typed = typed.withColumn(
-            DAY_OFFSET_COL, F.unix_micros("event_time") / F.lit(1e6) - F.unix_date(DAY_COL) * F.lit(SECONDS_PER_DAY)
+            DAY_OFFSET_COL, F.unix_micros("event_time") - F.unix_date(DAY_COL).cast("long") * F.lit(MICROS_PER_DAY)
         )
     # The copy kept first is one that can pass the other rules (a well-formed line, a category_id
     # that parsed), so a good event is never quarantined for duplicating a broken line. Among equals,
@@ -622,6 +622,7 @@ def validate_day(
     flagged.unpersist()
     typed.unpersist()
     if clean_rows + quarantined_rows != raw_rows:
+        shutil.rmtree(clean_path, ignore_errors=True)  # not a validated day: the next run validates it again
         raise _rows_lost(ds, raw_rows, clean_rows, quarantined_rows)
     report = _save(ValidationReport(
         ds.isoformat(), raw_rows, clean_rows, quarantined_rows, spark_counts, str(clean_path), str(quarantine_path), docs_page, str(report_path)
@@ -710,9 +711,12 @@ def _validate_together(
     log.info("validating %d days in one pass (%s .. %s, %d files)", len(days), days[0], days[-1], len(files))
     typed = None
     try:
-        raw = read_raw_day(spark, files)
-        # Each row's day is its file's partition folder (the last ds=... of the path).
-        raw = raw.withColumn(DAY_COL, F.to_date(F.regexp_extract(SOURCE_FILE_COL, r"/ds=(\d{4}-\d{2}-\d{2})/[^/]+$", 1)))
+        # Each day's files are read as they would be alone (a Parquet schema is never widened to another
+        # day's), the day attached as a literal: one scan per day, one job for all.
+        frames = [read_raw_day(spark, files_by_day[day]).withColumn(DAY_COL, F.lit(day)) for day in days]
+        raw = frames[0]
+        for frame in frames[1:]:
+            raw = raw.unionByName(frame)
         typed = typed_events(raw).persist()
         raw_counts = {row[DAY_COL]: row["count"] for row in typed.groupBy(DAY_COL).count().collect()}
     except Exception as exc:  # noqa: BLE001 - py4j/Spark errors: the per-day path names the day and its files
@@ -741,14 +745,17 @@ def _split_days(spark, typed, days, files_by_day, raw_counts, clean_events_dir, 
     if not days:
         return outcomes
 
-    gx_counts, _ = run_expectations(typed.drop(*[c for c in typed.columns if c.startswith("_raw_")]), None, None)
     rules = _rules()
     failed = F.concat_ws(",", *[F.when(rule.violates(None), F.lit(rule.name)) for rule in rules])
     flagged = typed.withColumn(FAILED_RULES_COL, failed)
-    counts_by_day = {
-        row[DAY_COL]: {rule.name: int(row[rule.name] or 0) for rule in rules}
-        for row in flagged.groupBy(DAY_COL).agg(*[F.sum(rule.violates(None).cast("int")).alias(rule.name) for rule in rules]).collect()
-    }
+    try:
+        gx_counts, _ = run_expectations(typed.drop(*[c for c in typed.columns if c.startswith("_raw_")]), None, None)
+        counts_by_day = {
+            row[DAY_COL]: {rule.name: int(row[rule.name] or 0) for rule in rules}
+            for row in flagged.groupBy(DAY_COL).agg(*[F.sum(rule.violates(None).cast("int")).alias(rule.name) for rule in rules]).collect()
+        }
+    except Exception as exc:  # noqa: BLE001 - GX or Spark on the whole batch: alone, each day reports its own error
+        raise _BatchUnusable(f"the rule checks over all the days failed: {str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__}") from exc
     totals = {rule.name: sum(counts[rule.name] for counts in counts_by_day.values()) for rule in rules}
     disagreements = _disagreements(rules, gx_counts, totals)
     if disagreements:
@@ -790,12 +797,18 @@ def _split_days(spark, typed, days, files_by_day, raw_counts, clean_events_dir, 
         )
         cleaned = _count_by_partition(spark.read.parquet, staging)
         for day in passing:
-            _replace_partition(staging, clean_events_dir, day)
+            raw_rows, clean_rows, quarantined_rows = raw_counts[day], cleaned.get(day.isoformat(), 0), quarantined.get(day.isoformat(), 0)
+            if clean_rows + quarantined_rows != raw_rows:  # not a validated day: no clean partition, validated again next run
+                outcomes[day] = _rows_lost(day, raw_rows, clean_rows, quarantined_rows)
+                shutil.rmtree(Path(clean_events_dir) / f"ds={day.isoformat()}", ignore_errors=True)
+            elif clean_rows == 0:  # every row quarantined, under a threshold of 100%: what validate_day writes
+                typed.limit(0).select(*RAW_COLUMNS).write.mode("overwrite").parquet(str(Path(clean_events_dir) / f"ds={day.isoformat()}"))
+            else:
+                _replace_partition(staging, clean_events_dir, day)
     for day in passing:
-        raw_rows, clean_rows, quarantined_rows = raw_counts[day], cleaned.get(day.isoformat(), 0), quarantined.get(day.isoformat(), 0)
-        if clean_rows + quarantined_rows != raw_rows:
-            outcomes[day] = _rows_lost(day, raw_rows, clean_rows, quarantined_rows)
+        if day in outcomes:
             continue
+        raw_rows, clean_rows, quarantined_rows = raw_counts[day], cleaned.get(day.isoformat(), 0), quarantined.get(day.isoformat(), 0)
         outcomes[day] = _save(ValidationReport(
             day.isoformat(), raw_rows, clean_rows, quarantined_rows, counts_by_day[day],
             str(Path(clean_events_dir) / f"ds={day.isoformat()}"), str(Path(quarantine_dir) / f"ds={day.isoformat()}"),
@@ -817,9 +830,15 @@ def _count_by_partition(read: Callable[[str], "DataFrame"], staging: Path) -> di
 
 @contextlib.contextmanager
 def _staging(target_dir: Path):
-    """A hidden folder beside ``target_dir`` (same file system, so partitions move by rename), removed after."""
+    """A hidden folder beside ``target_dir`` (same file system, so partitions move by rename), removed after.
+
+    Leftovers of a run killed halfway are removed first: validation runs under the data folder's lock
+    (:func:`recsys.locks.day_data_lock`), so no other run is using them.
+    """
     target_dir = Path(target_dir)
     target_dir.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in target_dir.parent.glob(f".{target_dir.name}-staging-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = target_dir.parent / f".{target_dir.name}-staging-{uuid.uuid4().hex}"
     try:
         yield staging
