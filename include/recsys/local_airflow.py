@@ -134,6 +134,10 @@ def create_backfill_via_api(base_url: str, token: str, start: date, end: date, r
     return _after_previous_backfill(post, dag_id, wait_for_previous_s)
 
 
+#: Import path Airflow reads the SQLite metadata DB's connect arguments from (a lock wait of a minute).
+SQLITE_CONNECT_ARGS = "recsys.airflow_sqlite.CONNECT_ARGS"
+
+
 def airflow_env(airflow_home: Path, data_dir: Path, metadata_db_uri: str | None = None, **extra: str) -> dict:
     """Environment of the Airflow CLI on ``airflow_home`` and the given data dir.
 
@@ -156,6 +160,10 @@ def airflow_env(airflow_home: Path, data_dir: Path, metadata_db_uri: str | None 
     env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # the default: SQLite in AIRFLOW_HOME
     if metadata_db_uri is not None:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_db_uri
+    else:
+        # Services and CLI commands write the one SQLite file together: wait for its lock (recsys.airflow_sqlite).
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = SQLITE_CONNECT_ARGS
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"] = SQLITE_CONNECT_ARGS
     return env
 
 
