@@ -93,6 +93,10 @@ bench-models: install blas
 bench-features: install  ## feature build at 1M and 10M events: full, incremental, DuckDB reference (several minutes)
 	$(BIN)/python bench/features.py
 
+.PHONY: bench-validation
+bench-validation: install  ## a first run's 30 history days: validated one by one vs in one pass (a few minutes)
+	$(BIN)/python bench/validation.py $(BENCH_ARGS)
+
 # A backfill under the real scheduler (1M events over 30 days by default: long on 2 cores);
 # e.g. BENCH_ARGS="--backfill-days 3" for the per-day figures. Prints wall time, task medians, parallel efficiency.
 .PHONY: bench-e2e
