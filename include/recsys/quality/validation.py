@@ -734,9 +734,6 @@ def _split_days(spark, typed, days, files_by_day, raw_counts, clean_events_dir, 
                 max_quarantine_fraction) -> dict[date, ValidationReport | DataQualityError]:
     from pyspark.sql import functions as F
 
-    strays = set(raw_counts) - set(days)
-    if strays:
-        raise _BatchUnusable(f"rows whose partition day is not one of the days read: {sorted(map(str, strays))}")
     outcomes: dict[date, ValidationReport | DataQualityError] = {}
     for day in days:
         if not raw_counts.get(day):
@@ -771,18 +768,18 @@ def _split_days(spark, typed, days, files_by_day, raw_counts, clean_events_dir, 
             .csv(str(staging))
         )
         quarantined = _count_by_partition(spark.read.option("header", True).csv, staging)
+        header = flagged.select(*_quarantine_columns()).columns
         for day in days:
-            _replace_partition(staging, quarantine_dir, day, header=[c for c in flagged.select(*_quarantine_columns()).columns])
+            _replace_partition(staging, quarantine_dir, day, header=header)
 
     passing = []
     for day in days:
-        quarantine_path = Path(quarantine_dir) / f"ds={day.isoformat()}"
-        report_path = _report_path(reports_dir, day)
-        if quarantined.get(day.isoformat(), 0) / raw_counts[day] > max_quarantine_fraction:
-            _save(ValidationReport(day.isoformat(), raw_counts[day], 0, quarantined.get(day.isoformat(), 0),
-                                   counts_by_day[day], "", str(quarantine_path), None, str(report_path)))
-            outcomes[day] = _too_many_bad_rows(day, quarantined.get(day.isoformat(), 0), raw_counts[day],
-                                               max_quarantine_fraction, counts_by_day[day], quarantine_path)
+        quarantine_path, quarantined_rows = day_dir(quarantine_dir, day), quarantined.get(day.isoformat(), 0)
+        if quarantined_rows / raw_counts[day] > max_quarantine_fraction:
+            _save(ValidationReport(day.isoformat(), raw_counts[day], 0, quarantined_rows, counts_by_day[day], "",
+                                   str(quarantine_path), None, str(_report_path(reports_dir, day))))
+            outcomes[day] = _too_many_bad_rows(day, quarantined_rows, raw_counts[day], max_quarantine_fraction,
+                                               counts_by_day[day], quarantine_path)
         else:
             passing.append(day)
     if not passing:
@@ -798,23 +795,20 @@ def _split_days(spark, typed, days, files_by_day, raw_counts, clean_events_dir, 
         cleaned = _count_by_partition(spark.read.parquet, staging)
         for day in passing:
             raw_rows, clean_rows, quarantined_rows = raw_counts[day], cleaned.get(day.isoformat(), 0), quarantined.get(day.isoformat(), 0)
+            clean_path = day_dir(clean_events_dir, day)
             if clean_rows + quarantined_rows != raw_rows:  # not a validated day: no clean partition, validated again next run
                 outcomes[day] = _rows_lost(day, raw_rows, clean_rows, quarantined_rows)
-                shutil.rmtree(Path(clean_events_dir) / f"ds={day.isoformat()}", ignore_errors=True)
-            elif clean_rows == 0:  # every row quarantined, under a threshold of 100%: what validate_day writes
-                typed.limit(0).select(*RAW_COLUMNS).write.mode("overwrite").parquet(str(Path(clean_events_dir) / f"ds={day.isoformat()}"))
+                shutil.rmtree(clean_path, ignore_errors=True)
+                continue
+            if clean_rows == 0:  # every row quarantined, under a threshold of 100%: what validate_day writes
+                typed.limit(0).select(*RAW_COLUMNS).write.mode("overwrite").parquet(str(clean_path))
             else:
                 _replace_partition(staging, clean_events_dir, day)
-    for day in passing:
-        if day in outcomes:
-            continue
-        raw_rows, clean_rows, quarantined_rows = raw_counts[day], cleaned.get(day.isoformat(), 0), quarantined.get(day.isoformat(), 0)
-        outcomes[day] = _save(ValidationReport(
-            day.isoformat(), raw_rows, clean_rows, quarantined_rows, counts_by_day[day],
-            str(Path(clean_events_dir) / f"ds={day.isoformat()}"), str(Path(quarantine_dir) / f"ds={day.isoformat()}"),
-            None, str(_report_path(reports_dir, day)),
-        ))
-        _log_day(outcomes[day])
+            outcomes[day] = _save(ValidationReport(
+                day.isoformat(), raw_rows, clean_rows, quarantined_rows, counts_by_day[day], str(clean_path),
+                str(day_dir(quarantine_dir, day)), None, str(_report_path(reports_dir, day)),
+            ))
+            _log_day(outcomes[day])
     return outcomes
 
 
