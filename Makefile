@@ -49,19 +49,23 @@ airflow-db: install
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 	$(BIN)/airflow pools set recsys_compute 4 "recsys Spark, training and fusion" > /dev/null
 
+# `airflow dags test` runs one task at a time, so the LSTM may use every core (under a scheduler the
+# four training tasks share them: RECSYS_TORCH_THREADS defaults to half).
+DAGS_TEST = RECSYS_TORCH_THREADS=$${RECSYS_TORCH_THREADS:-$$(nproc)} $(BIN)/airflow dags test
+
 data: install
 	$(BIN)/python -m recsys.data.synthetic --users $(DEMO_USERS) --products $(DEMO_PRODUCTS) --days $(DEMO_DAYS) \
 		--seed $(SEED) --bad-rows-fraction 0.002 --out $(RECSYS_DATA_DIR)
 
 run: airflow-db
 	@test -n "$(DS)" || (echo "usage: make run DS=YYYY-MM-DD"; exit 2)
-	$(BIN)/airflow dags test recsys_daily $(DS)
+	$(DAGS_TEST) recsys_daily $(DS)
 	$(BIN)/python -m recsys.report --ds $(DS)
 
 demo: data airflow-db
 	@ds=$$(ls -1 $(RECSYS_DATA_DIR)/raw/events | sed -n 's/^ds=//p' | sort | tail -n 1); \
 	echo "running recsys_daily for ds=$$ds (logs: $(AIRFLOW_HOME)/demo-$$ds.log)"; \
-	$(BIN)/airflow dags test recsys_daily $$ds > $(AIRFLOW_HOME)/demo-$$ds.log 2>&1 \
+	$(DAGS_TEST) recsys_daily $$ds > $(AIRFLOW_HOME)/demo-$$ds.log 2>&1 \
 		|| (tail -n 80 $(AIRFLOW_HOME)/demo-$$ds.log; exit 1); \
 	$(BIN)/python -m recsys.report --ds $$ds
 

@@ -174,7 +174,7 @@ def celery_run(tmp_path_factory):
             AIRFLOW__CELERY__RESULT_BACKEND=_pg_uri(metadata_db, team["result_backend"]),
             AIRFLOW__CELERY__WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
             AIRFLOW_CONN_WAREHOUSE_DEFAULT=_pg_uri(warehouse_db, team["warehouse"]),
-            RECSYS_ALS_TRIALS="1",  # the executor is under test here; the daily e2e test runs the full ALS search
+            RECSYS_ALS_TRIALS="1",  # the executor is under test here; the MovieLens e2e test runs the full ALS search
         )
         local_airflow.prepare(env)  # migrate, the recsys_compute pool, parse the DAGs
         services = Services(root, env)

@@ -74,3 +74,54 @@ def test_other_metadata_databases_get_no_sqlite_arguments(tmp_path, uri, monkeyp
     monkeypatch.delenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", raising=False)
     env = local_airflow.airflow_env(tmp_path / "airflow", tmp_path / "data", metadata_db_uri=uri)
     assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in env
+
+
+def test_a_backfill_creation_that_hits_the_lock_is_tried_again_and_lands_once(tmp_path, caplog):
+    """`airflow backfill create` failing with "database is locked" creates nothing and is tried again.
+
+    Beside a scheduler, SQLite fails the creation at once when the scheduler committed after the command's
+    transaction began reading (WAL: a stale snapshot; seen in the drills). Here the real CLI runs out of
+    sqlite3's default 5 s wait while this test holds the write lock, which it gives up once the first
+    failure is logged; the next try creates the backfill, exactly once.
+    """
+    import logging
+    import threading
+    from datetime import date
+
+    env = local_airflow.airflow_env(tmp_path / "airflow", tmp_path / "data")
+    local_airflow.prepare(env)
+    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS")  # sqlite3's default wait: 5 s
+    db = Path(env["AIRFLOW_HOME"]) / "airflow.db"
+    locked, failure_logged, released = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_the_lock():
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        locked.set()
+        failure_logged.wait(timeout=180)
+        holder.execute("COMMIT")
+        holder.close()
+        released.set()
+
+    class OnRetry(logging.Handler):
+        def emit(self, record):
+            if "metadata DB was locked" in record.getMessage():
+                failure_logged.set()
+
+    handler = OnRetry(level=logging.WARNING)
+    logging.getLogger(local_airflow.__name__).addHandler(handler)
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert locked.wait(timeout=30)
+        local_airflow.create_backfill(env, date(2026, 10, 1), date(2026, 10, 2))
+    finally:
+        failure_logged.set()
+        holder.join(timeout=60)
+        logging.getLogger(local_airflow.__name__).removeHandler(handler)
+    assert released.is_set()
+    assert "metadata DB was locked" in caplog.text  # the first try really failed on the lock
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        assert con.execute("SELECT count(*) FROM backfill").fetchone()[0] == 1
+        runs = con.execute("SELECT date(logical_date) FROM dag_run WHERE backfill_id IS NOT NULL ORDER BY 1").fetchall()
+    assert runs == [("2026-10-01",), ("2026-10-02",)]
