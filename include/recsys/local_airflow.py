@@ -111,10 +111,6 @@ def api_token(base_url: str, username: str, password: str) -> str:
     return body["access_token"]
 
 
-class MetadataLocked(AirflowError):
-    """A CLI command's transaction on the SQLite metadata DB failed on its lock and was rolled back."""
-
-
 #: SQLite fails a transaction at once, without waiting out the lock, when another process committed a
 #: write after this one's transaction began reading (WAL mode: its snapshot is stale); only a retry helps.
 SQLITE_LOCKED = "database is locked"
@@ -371,28 +367,31 @@ def create_backfill(env: dict, start: date, end: date, reprocess: str = "complet
             "--reprocess-behavior", reprocess, "--max-active-runs", str(max_active_runs)]
 
     def run_cli() -> None:
-        try:
-            cli(args, env)
-        except AirflowError as exc:
-            if "AlreadyRunningBackfill" in str(exc):
-                raise BackfillAlreadyRunning(str(exc)) from exc
-            if SQLITE_LOCKED in str(exc):
-                raise MetadataLocked(str(exc)) from exc
-            raise
+        # A creation that failed on the SQLite lock created nothing (the backfill and its runs are one
+        # transaction, rolled back): it is tried again.
+        for attempt in range(1, LOCKED_TRIES + 1):
+            try:
+                cli(args, env)
+                return
+            except AirflowError as exc:
+                if "AlreadyRunningBackfill" in str(exc):
+                    raise BackfillAlreadyRunning(str(exc)) from exc
+                if SQLITE_LOCKED not in str(exc) or attempt == LOCKED_TRIES:
+                    raise
+                log.warning("the SQLite metadata DB was locked by another Airflow process; the backfill of %s was not "
+                            "created, retrying in %.0f s (try %d of %d)", dag_id, LOCKED_PAUSE_S, attempt + 1, LOCKED_TRIES)
+                time.sleep(LOCKED_PAUSE_S)
 
     _after_previous_backfill(run_cli, dag_id, wait_for_previous_s)
 
 
 def _after_previous_backfill(create, dag_id: str, wait_s: float):
-    """``create()``, retried while another backfill of ``dag_id`` is still marked running, and after a
-    SQLite lock failure (:class:`MetadataLocked`, up to :data:`LOCKED_TRIES` tries).
+    """``create()``, retried while another backfill of ``dag_id`` is still marked running.
 
     Airflow allows one running backfill per DAG, and marks one complete a few scheduler loops after its
-    last run ends (a cleared-and-rerun day reopens it): wait for that rather than fail. A creation that
-    failed on the lock created nothing (the backfill and its runs are one transaction, rolled back).
+    last run ends (a cleared-and-rerun day reopens it): wait for that rather than fail.
     """
     deadline = time.time() + wait_s
-    locked = 0
     while True:
         try:
             return create()
@@ -401,13 +400,6 @@ def _after_previous_backfill(create, dag_id: str, wait_s: float):
                 raise
             log.info("another backfill of %s is still marked running; retrying in 5 s", dag_id)
             time.sleep(5)
-        except MetadataLocked:
-            locked += 1
-            if locked >= LOCKED_TRIES:
-                raise
-            log.warning("the SQLite metadata DB was locked by another Airflow process; the backfill of %s was not "
-                        "created, retrying in %.0f s (try %d of %d)", dag_id, LOCKED_PAUSE_S, locked + 1, LOCKED_TRIES)
-            time.sleep(LOCKED_PAUSE_S)
 
 
 def wait_for_days(services: Services, env: dict, days: list[date], timeout: float, dag_id: str = DAG_ID,

@@ -65,6 +65,7 @@ class Drill:
     def __init__(self, root: Path, data_dir: Path, airflow_home: Path, env: dict, services: Services, days: list[date], port: int):
         self.root, self.data_dir, self.airflow_home, self.env, self.services = root, data_dir, airflow_home, env, services
         self.days = days
+        self.quiet_day = days[0]  # its file holds a header and no events
         self.base_url = f"http://127.0.0.1:{port}"
         self.db = airflow_home / "airflow.db"
 
@@ -231,7 +232,7 @@ def test_backfill_computes_each_day_from_its_own_history(drill, backfilled):
 
 
 def test_a_day_without_events_publishes_recommendations_from_history(drill, backfilled):
-    quiet = drill.days[0]
+    quiet = drill.quiet_day
     record = drill.run_record(quiet)
     assert (record["raw_rows"], record["clean_rows"], record["quarantined_rows"]) == (0, 0, 0)
     recs = backfilled[quiet]
@@ -360,7 +361,7 @@ def test_the_cron_run_for_a_day_that_never_landed_fails_naming_the_folder(drill,
 
 
 def test_unreachable_postgres_warehouse_fails_publish_naming_it_and_publishes_nothing(drill, backfilled):
-    day = drill.days[0]
+    day = drill.quiet_day
     run_id, _ = drill.run_of(day)
     before, record_before = drill.recommendations(day), drill.run_record(day)
     tries_before = drill.task(run_id, "publish")["try_number"]
@@ -383,7 +384,7 @@ def test_unreachable_postgres_warehouse_fails_publish_naming_it_and_publishes_no
 
 
 def test_unreachable_mlflow_fails_the_first_task_naming_it(drill, backfilled):
-    day = drill.days[0]
+    day = drill.quiet_day
     run_id, _ = drill.run_of(day)
     before = drill.recommendations(day)
     tries_before = drill.task(run_id, "validate_raw")["try_number"]
