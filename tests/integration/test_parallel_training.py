@@ -164,8 +164,12 @@ def test_training_processes_share_the_sqlite_mlflow_store(features, tmp_path):
         assert run.data.metrics["test_ndcg_at_10"] == pytest.approx(records[name]["result"]["metrics"]["ndcg@10"])
         assert run.data.params, name
         assert {a.path for a in MlflowClient().list_artifacts(run.info.run_id)} >= {"recommender"}, name
-    history = MlflowClient().get_metric_history(by_model["sequence"].info.run_id, "epoch_train_loss")
-    assert len(history) >= 1
+    # The LSTM's curve is its early-stopped fit's: train loss and validation NDCG per epoch.
+    client = MlflowClient()
+    losses = client.get_metric_history(by_model["sequence"].info.run_id, "epoch_train_loss")
+    val_ndcg = client.get_metric_history(by_model["sequence"].info.run_id, "epoch_val_ndcg_at_10")
+    assert len(losses) >= 1 and len(val_ndcg) == len(losses)
+    _assert_side_by_side_refits_match_sequential_ones(settings, features["ds"], records["sequence"])
     # The parent run is still open for fuse/publish and was not disturbed by the children.
     parent = MlflowClient().get_run(features["parent_run_id"])
     assert parent.info.status == "RUNNING"
@@ -173,3 +177,26 @@ def test_training_processes_share_the_sqlite_mlflow_store(features, tmp_path):
 
     busy = {name: _tail(log, 10**6).count("MLflow store busy") for name, (_, log) in workers.items()}
     print(f"\ntraining intervals relative to the last start: {spans}; SQLite lock retries per process: {busy}")
+
+
+def _assert_side_by_side_refits_match_sequential_ones(settings, ds: str, record: dict) -> None:
+    """train_sequence refits test and full in two worker processes: same candidates as fitting them here."""
+    import pandas as pd
+
+    from recsys import pipeline
+    from recsys.features.build import feature_paths
+    from recsys.models.base import load_stage
+    from recsys.models.sequence import SequenceRecommender
+
+    day = pipeline.parse_ds(ds)
+    assert {"test", "full"} <= set(record["result"]["seconds"])
+    published = SequenceRecommender.load(pipeline.run_dir(settings, day) / "models" / "sequence")
+    assert published.params.patience == 10**6 and published.params.epochs >= 1  # the refit's params
+    root = feature_paths(settings, day).root
+    for stage in ("test", "full"):
+        data = load_stage(root, stage)
+        here = pipeline._fit_model("sequence", data, settings, params=published.params)
+        written = pd.read_parquet(pipeline.candidates_path(settings, day, "sequence", stage))
+        expected = here.recommend(pipeline._stage_users(data, stage), max(settings.candidates_per_model, settings.top_k))
+        assert len(written) > 0, stage
+        pd.testing.assert_frame_equal(written, expected, check_exact=False, rtol=1e-6, obj=f"sequence {stage} candidates")
