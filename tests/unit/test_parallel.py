@@ -67,7 +67,7 @@ def test_workers_die_when_their_caller_is_killed(bound):
     started: list[psutil.Process] = []
     try:
         process = psutil.Process(caller.pid)
-        # Two spawned workers (spawn also starts a resource tracker, which is not one of them).
+        # Two workers (the control's spawn pool also starts a resource tracker, which is not one of them).
         workers = lambda: [p for p in process.children() if "resource_tracker" not in " ".join(p.cmdline())]  # noqa: E731
         assert _wait_for(lambda: len(workers()) == 2, 60), f"the caller did not start two workers: {process.children()}"
         started = workers()
