@@ -73,6 +73,10 @@ class Settings:
     #: PyTorch threads for the LSTM. The three models train side by side, and oversubscribed OpenMP
     #: threads spin-wait badly, so the default is half the cores (at least one).
     torch_threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
+    #: the LSTM's test and full refits run side by side in two worker processes only when the early-stopped
+    #: fit's epochs they repeat took at least this long; each worker pays a few seconds of start-up (a fresh
+    #: interpreter importing torch, pandas and the pipeline), which a smaller fit does not repay.
+    sequence_side_by_side_seconds: float = 15.0
     event_weights: EventWeights = field(default_factory=EventWeights)
     seed: int = 42
 
@@ -142,5 +146,6 @@ def load_settings() -> Settings:
         spark_shuffle_partitions=_env_int("RECSYS_SPARK_SHUFFLE_PARTITIONS", 8),
         spark_driver_memory=os.environ.get("RECSYS_SPARK_DRIVER_MEMORY", "2g"),
         torch_threads=_env_int("RECSYS_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2)),
+        sequence_side_by_side_seconds=_env_float("RECSYS_SEQUENCE_SIDE_BY_SIDE_SECONDS", 15.0),
         seed=_env_int("RECSYS_SEED", 42),
     )

@@ -238,8 +238,8 @@ def train_model(settings: Settings, ds: str | date, name: str, parent_run_id: st
     val: fit on train, score the validation slice (hyper-parameters and fusion learn from this);
     test: fit on train+validation, score the held-out slice (the reported metrics);
     full: fit on everything up to ds, candidates for every user (what gets published).
-    The LSTM's test and full fits are independent of each other, so they run side by side
-    (:func:`_refit_sequence`).
+    The LSTM's test and full fits are independent of each other, so they run side by side when
+    they are big enough to repay the worker processes' start-up (:func:`_refit_sequence`).
     """
     import mlflow
 
@@ -261,7 +261,7 @@ def train_model(settings: Settings, ds: str | date, name: str, parent_run_id: st
     params = None
     model = None
     curve_model = None  # whose per-epoch history goes to MLflow: the sequence model's early-stopped fit
-    # The sequence model fits val alone (it picks the epoch count), then test and full side by side.
+    # The sequence model fits val alone (it picks the epoch count), then test and full (see _refit_sequence).
     stages = ("val",) if name == "sequence" else STAGES
     for stage in stages:
         started = time.perf_counter()
@@ -321,44 +321,57 @@ def _stage_metrics(settings: Settings, stage: str, recs: pd.DataFrame, data) -> 
 
 
 def _refit_sequence(settings: Settings, day: date, root: Path, early_stopped, n_candidates: int, metrics: dict, timings: dict):
-    """Refit the LSTM for test and full at once, in two worker processes; return the full model.
+    """Refit the LSTM for test and full, for the early-stopped fit's best epoch count; return the full model.
 
-    Both refits train for the early-stopped fit's best epoch count, each on half of
-    ``RECSYS_TORCH_THREADS`` (at least one thread): two single-threaded fits on two cores take about
-    half the time of one after the other, where one fit on two threads gains only about 1.4x.
-    Each refit is deterministic for a given thread count, whatever runs beside it.
+    The two refits are independent of each other. When the epochs they repeat took at least
+    ``settings.sequence_side_by_side_seconds`` in the early-stopped fit, they run side by side in two
+    worker processes, each on half of ``RECSYS_TORCH_THREADS`` (at least one thread): two
+    single-threaded fits on two cores take about half the time of one after the other, where one fit
+    on two threads gains only about 1.4x. A smaller fit runs here, test then full, on every thread:
+    a worker's start-up (a fresh interpreter importing torch, pandas and the pipeline, a few seconds)
+    would cost more than it saves. Each refit is deterministic for a given thread count, whatever
+    runs beside it.
     """
     import tempfile
 
     from recsys.models.sequence import SequenceParams, SequenceRecommender
     from recsys.parallel import run_side_by_side
 
+    epochs = max(1, early_stopped.best_epoch)
+    repeated_seconds = sum(entry["seconds"] for entry in early_stopped.history[:epochs])
+    side_by_side = repeated_seconds >= settings.sequence_side_by_side_seconds
     params = SequenceParams(
         **{
             **asdict(early_stopped.params),
-            "epochs": max(1, early_stopped.best_epoch),
+            "epochs": epochs,
             "patience": 10**6,
-            "num_threads": max(1, settings.torch_threads // 2),
+            "num_threads": max(1, settings.torch_threads // 2) if side_by_side else settings.torch_threads,
         }
     )
-    log.info("sequence: refitting test and full side by side, %d epochs, %d thread(s) each", params.epochs, params.num_threads)
+    how = "side by side" if side_by_side else "one after the other"
+    log.info(
+        "sequence: refitting test and full %s, %d epochs, %d thread(s) each (those epochs took %.1fs in the "
+        "early-stopped fit; side by side from %.1fs, RECSYS_SEQUENCE_SIDE_BY_SIDE_SECONDS)",
+        how, params.epochs, params.num_threads, repeated_seconds, settings.sequence_side_by_side_seconds,
+    )
     staging = run_dir(settings, day) / "models"
     staging.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".sequence-full-", dir=staging) as scratch:
-        jobs = [
-            (_sequence_refit, (settings, root, stage, params, n_candidates, scratch if stage == "full" else None))
-            for stage in ("test", "full")
-        ]
-        for stage, (recs, stage_metrics, seconds) in zip(("test", "full"), run_side_by_side(jobs)):
+        jobs = [(settings, root, stage, params, n_candidates, scratch if stage == "full" else None) for stage in ("test", "full")]
+        if side_by_side:
+            results = run_side_by_side([(_sequence_refit, args) for args in jobs])
+        else:
+            results = [_sequence_refit(*args) for args in jobs]
+        for stage, (recs, stage_metrics, seconds) in zip(("test", "full"), results):
             _write_candidates(settings, day, "sequence", stage, recs)
             metrics.update(stage_metrics)
             timings[stage] = seconds
-            log.info("sequence/%s done in %.1fs (side by side)", stage, seconds)
+            log.info("sequence/%s done in %.1fs (%s)", stage, seconds, how)
         return SequenceRecommender.load(scratch)
 
 
 def _sequence_refit(settings: Settings, root: Path, stage: str, params, n_candidates: int, save_to: str | None):
-    """One LSTM refit in a worker process: candidates, the stage's metrics and seconds; the model saved to ``save_to``."""
+    """One LSTM refit (in a worker process when side by side): candidates, the stage's metrics and seconds; the model saved to ``save_to``."""
     from recsys.models.base import load_stage
 
     started = time.perf_counter()

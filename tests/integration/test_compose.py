@@ -74,6 +74,7 @@ DELIBERATELY_DEFAULTED = {
     "RECSYS_SPARK_SHUFFLE_PARTITIONS": "Spark tuning: the default suits the worker's cores",
     "RECSYS_SPARK_DRIVER_MEMORY": "Spark tuning: the default fits a worker container",
     "RECSYS_TORCH_THREADS": "the default (half the container's cores) is what parallel training wants",
+    "RECSYS_SEQUENCE_SIDE_BY_SIDE_SECONDS": "model tuning: the documented default (15 s)",
     "RECSYS_SEED": "reproducibility: the documented default seed",
     "RECSYS_ALS_TRIALS": "model search: the documented default (the whole ALS grid)",
     "RECSYS_RETRIES": "operations: the documented default (2 retries)",

@@ -72,6 +72,9 @@ def features(tmp_path, monkeypatch):
         "RECSYS_SPARK_MASTER": "local[1]",
         "RECSYS_SPARK_SHUFFLE_PARTITIONS": "2",
         "RECSYS_SPARK_DRIVER_MEMORY": "1g",
+        # This small LSTM would refit test and full one after the other; force the side-by-side worker
+        # processes, whose output is checked against refits made here.
+        "RECSYS_SEQUENCE_SIDE_BY_SIDE_SECONDS": "0",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -169,6 +172,7 @@ def test_training_processes_share_the_sqlite_mlflow_store(features, tmp_path):
     losses = client.get_metric_history(by_model["sequence"].info.run_id, "epoch_train_loss")
     val_ndcg = client.get_metric_history(by_model["sequence"].info.run_id, "epoch_val_ndcg_at_10")
     assert len(losses) >= 1 and len(val_ndcg) == len(losses)
+    assert "refitting test and full side by side" in _tail(workers["sequence"][1], 10**6)
     _assert_side_by_side_refits_match_sequential_ones(settings, features["ds"], records["sequence"])
     # The parent run is still open for fuse/publish and was not disturbed by the children.
     parent = MlflowClient().get_run(features["parent_run_id"])
