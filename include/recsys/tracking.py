@@ -11,7 +11,7 @@ import random
 import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from recsys.config import Settings
@@ -197,10 +197,22 @@ def finish_parent_run(settings: "Settings", run_id: str, status: str = "FINISHED
 REGISTERED_MODEL = "recsys_hybrid"
 CHAMPION_ALIAS = "champion"
 GATE_METRIC = "test_ndcg_at_10"
+#: the standard error of GATE_METRIC over the held-out slice's users (``ndcg_se@10`` of the evaluation)
+GATE_SE_METRIC = "test_ndcg_se_at_10"
 
 
-def champion_metric(settings: "Settings", metric: str = GATE_METRIC) -> tuple[str, str, float] | None:
-    """(version, run id, metric value) of the current champion, or None when there is none yet."""
+class Champion(NamedTuple):
+    """The registered model version under the `champion` alias and its run's held-out gate metric."""
+
+    version: str
+    run_id: str
+    value: float
+    #: standard error of ``value`` over the slice's users; 0.0 for a run that did not log it
+    standard_error: float
+
+
+def champion_metric(settings: "Settings", metric: str = GATE_METRIC, se_metric: str = GATE_SE_METRIC) -> Champion | None:
+    """The current champion with its run's ``metric`` and ``se_metric``, or None when there is none yet."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -214,7 +226,9 @@ def champion_metric(settings: "Settings", metric: str = GATE_METRIC) -> tuple[st
         raise
     run = retry_locked(client.get_run, version.run_id)
     value = run.data.metrics.get(metric)
-    return (str(version.version), version.run_id, float(value)) if value is not None else None
+    if value is None:
+        return None
+    return Champion(str(version.version), version.run_id, float(value), float(run.data.metrics.get(se_metric, 0.0)))
 
 
 def promote_champion(settings: "Settings", run_id: str, ds: str | None = None, artifact_path: str = "model") -> str:

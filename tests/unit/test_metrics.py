@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -51,7 +52,7 @@ LOG2_3 = math.log2(3)
 def test_perfect_ranking_scores_one_on_every_ranking_metric():
     # Every top-2 item is relevant and each user has exactly k relevant items.
     result = ranking_metrics(recs([(1, 1, 1), (1, 2, 2), (2, 4, 1), (2, 3, 2)]), truth([(1, 1), (1, 2), (2, 3), (2, 4)]), k=2)
-    assert result == {"hr@2": 1.0, "precision@2": 1.0, "recall@2": 1.0, "ndcg@2": 1.0, "map@2": 1.0, "mrr@2": 1.0, "users": 2.0}
+    assert result == {"hr@2": 1.0, "precision@2": 1.0, "recall@2": 1.0, "ndcg@2": 1.0, "map@2": 1.0, "mrr@2": 1.0, "ndcg_se@2": 0.0, "users": 2.0}
 
 
 def test_ndcg_and_map_normalise_by_min_of_relevant_and_k():
@@ -88,7 +89,23 @@ def test_hand_worked_example_matches_exact_values():
     assert result["ndcg@3"] == pytest.approx(0.444949, abs=1e-6)
     assert result["map@3"] == pytest.approx(19 / 54)
     assert result["mrr@3"] == pytest.approx(1 / 2)
+    # ndcg_se: per-user ndcg (0.703916, 0.630930, 0) around their mean 0.444949; squared deviations
+    # 0.067064, 0.034591, 0.197979 sum to 0.299634; s = sqrt(0.299634 / 2) = 0.387062; s / sqrt(3) = 0.223471
+    per_user = np.array([1.5 / (1.5 + 1 / LOG2_3), 1 / LOG2_3, 0.0])
+    assert result["ndcg_se@3"] == pytest.approx(np.std(per_user, ddof=1) / math.sqrt(3))
+    assert result["ndcg_se@3"] == pytest.approx(0.223471, abs=1e-6)
     assert result["users"] == 3.0
+
+
+def test_ndcg_standard_error_is_zero_for_one_user_and_shrinks_with_more_users():
+    assert ranking_metrics(recs([(1, 1, 1)]), truth([(1, 1)]), k=1)["ndcg_se@1"] == 0.0
+    # Users 1, 2 hit (ndcg 1), users 3, 4 miss (0): s = sqrt(4 * 0.25 / 3), se = s / 2.
+    four = ranking_metrics(recs([(1, 1, 1), (2, 1, 1)]), truth([(1, 1), (2, 1), (3, 1), (4, 1)]), k=1)
+    assert four["ndcg_se@1"] == pytest.approx(math.sqrt(1 / 3) / 2)
+    # Twice as many users with the same half-and-half split: the mean is the same, its error smaller.
+    eight = ranking_metrics(recs([(u, 1, 1) for u in (1, 2, 3, 4)]), truth([(u, 1) for u in range(1, 9)]), k=1)
+    assert eight["ndcg@1"] == four["ndcg@1"] == 0.5
+    assert eight["ndcg_se@1"] < four["ndcg_se@1"]
 
 
 def test_truth_users_without_recommendations_count_as_zero():

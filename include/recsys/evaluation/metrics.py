@@ -98,6 +98,9 @@ def ranking_metrics(recommendations: pd.DataFrame, truth: pd.DataFrame, k: int) 
     - ``ndcg@k``      = Σ_{i∈H_u} 1/log2(rank_i + 1)  /  Σ_{j=1..m_u} 1/log2(j + 1) in [0, 1]
     - ``map@k``       = (1/m_u) Σ_{i∈H_u} precision@rank_i  (AP@k)                in [0, 1]
     - ``mrr@k``       = 1 / rank of the first hit (0 without a hit)               in [0, 1]
+    - ``ndcg_se@k``   = s / sqrt(n): the standard error of the mean ndcg@k, with s the sample standard
+                        deviation of the n users' ndcg@k (0 with fewer than two users); how far the mean
+                        may move on another sample of users, e.g. another day's held-out slice
     - ``users``       = number of evaluated users (the distinct users of ``truth``)
 
     Each metric is the mean over the evaluated users: a user of ``truth`` with no recommendation scores 0
@@ -149,13 +152,15 @@ def ranking_metrics(recommendations: pd.DataFrame, truth: pd.DataFrame, k: int) 
     ideal_hits = np.minimum(n_relevant, k)
     ideal_dcg = np.cumsum(discounts)[ideal_hits]
 
+    ndcg = dcg / ideal_dcg
     return {
         f"hr@{k}": float(np.mean(hit_counts > 0)),
         f"precision@{k}": float(np.mean(hit_counts / k)),
         f"recall@{k}": float(np.mean(hit_counts / n_relevant)),
-        f"ndcg@{k}": float(np.mean(dcg / ideal_dcg)),
+        f"ndcg@{k}": float(np.mean(ndcg)),
         f"map@{k}": float(np.mean(precision_sum / ideal_hits)),
         f"mrr@{k}": float(np.mean(reciprocal_rank)),
+        f"ndcg_se@{k}": float(np.std(ndcg, ddof=1) / np.sqrt(n_users)) if n_users > 1 else 0.0,
         "users": float(n_users),
     }
 
