@@ -211,8 +211,8 @@ class Champion(NamedTuple):
     standard_error: float
 
 
-def champion_metric(settings: "Settings", metric: str = GATE_METRIC, se_metric: str = GATE_SE_METRIC) -> Champion | None:
-    """The current champion with its run's ``metric`` and ``se_metric``, or None when there is none yet."""
+def champion_metric(settings: "Settings", metric: str = GATE_METRIC) -> Champion | None:
+    """The current champion with its run's ``metric`` and that metric's standard error, or None when there is none yet."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -228,7 +228,7 @@ def champion_metric(settings: "Settings", metric: str = GATE_METRIC, se_metric: 
     value = run.data.metrics.get(metric)
     if value is None:
         return None
-    return Champion(str(version.version), version.run_id, float(value), float(run.data.metrics.get(se_metric, 0.0)))
+    return Champion(str(version.version), version.run_id, float(value), float(run.data.metrics.get(GATE_SE_METRIC, 0.0)))
 
 
 def promote_champion(settings: "Settings", run_id: str, ds: str | None = None, artifact_path: str = "model") -> str:
