@@ -63,8 +63,13 @@ def warehouse_uri_for(settings) -> str:
 
 def default_args(owner: str = "recsys") -> dict:
     """Retries with exponential backoff for every recsys task: ``RECSYS_RETRIES`` (default 2) retries,
-    the first after ``RECSYS_RETRY_DELAY_SECONDS`` (default 30), doubling up to 10 minutes."""
+    the first after ``RECSYS_RETRY_DELAY_SECONDS`` (default 30), doubling up to 10 minutes; except for the
+    verdicts of :data:`recsys.errors.NOT_RETRYABLE`, which fail the task at once."""
     from datetime import timedelta
+
+    from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+
+    from recsys.errors import NOT_RETRYABLE
 
     return {
         "owner": owner,
@@ -72,4 +77,10 @@ def default_args(owner: str = "recsys") -> dict:
         "retry_delay": timedelta(seconds=float(os.environ.get("RECSYS_RETRY_DELAY_SECONDS", "30"))),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=10),
+        "retry_policy": ExceptionRetryPolicy(rules=[
+            RetryRule(
+                exception=list(NOT_RETRYABLE), action=RetryAction.FAIL,
+                reason="a verdict on the day's data or models: a retry would read the same inputs and give the same answer",
+            ),
+        ]),
     }

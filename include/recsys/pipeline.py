@@ -20,6 +20,7 @@ import pandas as pd
 from recsys import tracking
 from recsys.config import Settings
 from recsys.constants import BASELINE_NAMES, EVAL_K, HYBRID_NAME, ITEM_COL, MODEL_NAMES, RANK_COL, SCORE_COL, STAGES, USER_COL
+from recsys.errors import QualityGateError
 from recsys.locks import day_data_lock
 
 log = logging.getLogger(__name__)
@@ -649,10 +650,6 @@ def _log_table(table: dict[str, dict[str, float]]) -> None:
 # ---------------------------------------------------------------------------------------------
 # publish
 # ---------------------------------------------------------------------------------------------
-class QualityGateError(RuntimeError):
-    """The day's hybrid is not good enough to publish; the message names the figures."""
-
-
 #: how many standard errors of the day-to-day difference a drop below the champion may be and still be noise
 GATE_STANDARD_ERRORS = 2.0
 

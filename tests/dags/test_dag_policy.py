@@ -38,6 +38,28 @@ def test_every_dag_has_tags_retries_and_docs(dagbag):
             assert task.retries >= 2, f"{dag_id}.{task.task_id} has retries={task.retries}"
 
 
+def test_verdicts_fail_at_once_and_everything_else_is_retried(dagbag):
+    """The quality gate and the quarantine limit are verdicts a retry cannot change; a late or half-landed
+    file, a service down or an unknown error are worth the retries. (The drills watch a gate failure under a
+    real scheduler: tests/e2e/test_scheduler_drills.py.)"""
+    from airflow.sdk import RetryAction
+
+    from recsys.errors import DataQualityError, QualityGateError, QuarantineLimitError
+
+    verdicts = [QualityGateError("hybrid below the floor"), QuarantineLimitError("7% of rows failed validation")]
+    transient = [DataQualityError("no raw events for ds=2026-10-31"), ConnectionRefusedError("127.0.0.1:5432"), RuntimeError("?")]
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            policy = task.retry_policy
+            assert policy is not None, f"{dag_id}.{task.task_id} has no retry policy"
+            for error in verdicts:
+                decision = policy.evaluate(error, try_number=1, max_tries=task.retries + 1)
+                assert decision.action == RetryAction.FAIL and decision.reason, (dag_id, task.task_id, error)
+            for error in transient:
+                decision = policy.evaluate(error, try_number=1, max_tries=task.retries + 1)
+                assert decision.action == RetryAction.DEFAULT, (dag_id, task.task_id, error)
+
+
 def test_daily_dag_schedule_and_start(dagbag):
     dag = dagbag.dags["recsys_daily"]
     assert dag.catchup is False

@@ -18,7 +18,9 @@ each building on the state the previous one left (so they share one session of t
    naming the missing folder; the backfilled days are untouched.
 4. The PostgreSQL warehouse unreachable (``warehouse_default`` pointed at a closed port): publish retries,
    then fails naming host:port/database; the DuckDB copy of the day is untouched.
-5. The MLflow tracking server unreachable (``mlflow_default`` at a closed port): validate_raw retries, then
+5. A champion far above the day's hybrid (registered by the test): publish's quality gate refuses the day at
+   once, without retries, and the day's published copy stays.
+6. The MLflow tracking server unreachable (``mlflow_default`` at a closed port): validate_raw retries, then
    fails naming the endpoint; nothing downstream runs, nothing is published.
 
 Retries are shortened with ``RECSYS_RETRY_DELAY_SECONDS`` (the DAG's own knob); MLflow's HTTP client is
@@ -377,6 +379,38 @@ def test_unreachable_postgres_warehouse_fails_publish_naming_it_and_publishes_no
     # passwords in task logs anyway, so a check here could not fail.)
     after = drill.recommendations(day)
     assert after.equals(before) and drill.run_record(day)["published_at"] == record_before["published_at"]
+
+
+def test_a_hybrid_below_the_quality_gate_fails_publish_at_once_and_keeps_the_day(drill, backfilled, killed_and_rerun):
+    """A champion far better than these days' models can reach (registered here, for a later day): the rerun
+    of the last day's publish is refused by the gate, with no retry (a verdict: a retry compares the same
+    figures), and the day's published copy stays as it was."""
+    from mlflow.tracking import MlflowClient
+
+    from recsys import tracking
+    from recsys.config import Settings
+    from tests.champions import make_champion
+
+    _, last = drill.days
+    run_id, _ = drill.run_of(last)
+    before, record_before = drill.recommendations(last), drill.run_record(last)
+    tries_before = drill.task(run_id, "publish")["try_number"]
+    settings = Settings(data_dir=drill.data_dir)  # the embedded MLflow store the scheduler's tasks use
+    champion = tracking.champion_metric(settings)
+    assert champion is not None  # the backfill's publish promoted its hybrid
+    make_champion(settings, ndcg=0.99, se=0.0, ds="2099-12-31")
+    try:
+        drill.clear(last, "publish")
+        state = drill.wait_run(last, "publish to meet the quality gate", after_state="success")
+    finally:
+        MlflowClient().set_registered_model_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION_ALIAS, champion.version)
+    publish = drill.task(run_id, "publish")
+    assert state == "failed" and publish["state"] == "failed"
+    assert publish["try_number"] == tries_before + 1, (tries_before, publish)  # not + 1 + RETRIES
+    logs = drill.attempt_logs(run_id, "publish")
+    assert "quality gate: hybrid NDCG@10" in logs and "the hybrid is below the floor" in logs, tail(drill.root / "scheduler.log")
+    assert "a retry would read the same inputs" in logs  # the retry policy's reason, logged by the task runner
+    assert drill.recommendations(last).equals(before) and drill.run_record(last)["published_at"] == record_before["published_at"]
 
 
 def test_unreachable_mlflow_fails_the_first_task_naming_it(drill, backfilled):

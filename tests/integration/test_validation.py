@@ -20,6 +20,7 @@ pytest.importorskip("great_expectations")
 
 from pyspark.testing import assertDataFrameEqual  # noqa: E402
 
+from recsys.errors import QuarantineLimitError  # noqa: E402
 from recsys.quality import validation as V  # noqa: E402
 from recsys.quality.validation import DataQualityError, validate_day  # noqa: E402
 
@@ -396,7 +397,8 @@ def test_all_rows_invalid_stops_the_day_naming_the_fraction_and_the_quarantine(s
         "\n".join([HEADER, line(event_type="click"), line(price="-1", session="t"), line(time="yesterday", session="u")]) + "\n",
     )
 
-    with pytest.raises(DataQualityError) as error:
+    # QuarantineLimitError (a DataQualityError): the DAG's tasks fail at once on it instead of retrying
+    with pytest.raises(QuarantineLimitError) as error:
         day.validate(spark, max_fraction=0.05)
 
     message = str(error.value)
@@ -517,7 +519,7 @@ def test_history_days_in_one_pass_match_one_day_at_a_time(spark, tmp_path, caplo
     assert "validating 5 days in one pass" in caplog.text and "one by one" not in caplog.text
     assert not crashed.parent.exists() and not list(together.glob(".*-staging-*"))
     assert [type(outcomes[ds]) for ds in days] == [V.ValidationReport, V.ValidationReport, V.ValidationReport,
-                                                   DataQualityError, DataQualityError, V.ValidationReport]
+                                                   QuarantineLimitError, DataQualityError, V.ValidationReport]
     assert outcomes[days[1]].rule_counts["duplicate_event"] == 1
     assert outcomes[days[1]].rule_counts["event_time_in_partition_day"] == 2  # the first day's line, the next day's midnight
     assert (outcomes[days[5]].clean_rows, outcomes[days[5]].quarantined_rows) == (2, 0)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from recsys.constants import EVENT_TYPES, RAW_COLUMNS
+from recsys.errors import DataQualityError, QuarantineLimitError
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -56,10 +57,6 @@ TIMESTAMP_FORMATS = (
     "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS]XXX",
     "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS]",
 )
-
-
-class DataQualityError(RuntimeError):
-    """Raised when the day's raw data cannot be used; the message says what, where and what to do."""
 
 
 @dataclass(frozen=True)
@@ -530,8 +527,8 @@ def _summary(rule_counts: dict[str, int]) -> str:
 
 
 def _too_many_bad_rows(ds: date, quarantined_rows: int, raw_rows: int, max_fraction: float, rule_counts: dict[str, int],
-                       quarantine_path: Path) -> DataQualityError:
-    return DataQualityError(
+                       quarantine_path: Path) -> QuarantineLimitError:
+    return QuarantineLimitError(
         f"ds={ds}: {quarantined_rows} of {raw_rows} rows ({quarantined_rows / raw_rows:.1%}) failed validation, above the "
         f"{max_fraction:.1%} threshold (RECSYS_QUARANTINE_MAX_FRACTION). Failed rules: {_summary(rule_counts)}. "
         f"The bad rows are in {quarantine_path}; the run stops before training and nothing is published. "
