@@ -367,7 +367,7 @@ def print_table(results: dict, startup_s: float) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1m,10m")
+    parser.add_argument("--sizes", default="1m,10m", help=f"comma-separated, from: {', '.join(SIZES)}")
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--master", default="local[*]")
@@ -377,6 +377,10 @@ def main() -> int:
     parser.add_argument("--duckdb-child", help=argparse.SUPPRESS)
     parser.add_argument("--prepare-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        parser.error(f"--sizes: unknown size(s) {', '.join(unknown)}; choose from {', '.join(SIZES)} (e.g. --sizes 10m)")
     if args.prepare_child:
         data_dir, users, products, days, seed = json.loads(args.prepare_child)
         prepare(Path(data_dir), users, products, days, seed)
@@ -388,7 +392,7 @@ def main() -> int:
     spark_holder: dict = {}
     results = {}
     try:
-        for name in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+        for name in sizes:
             results[name] = bench_size(name, args, spark_holder)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps({"startup_s": spark_holder.get("startup_s"), "sizes": results}, indent=2))
