@@ -403,10 +403,15 @@ def _after_previous_backfill(create, dag_id: str, wait_s: float):
 
 
 def wait_for_days(services: Services, env: dict, days: list[date], timeout: float, dag_id: str = DAG_ID,
-                  interval: float = 10.0) -> dict[str, str]:
-    """Wait until the runs for every day in ``days`` are finished, logging each change; {day: state}."""
+                  interval: float = 10.0, budget_s: float | None = None) -> dict[str, str]:
+    """Wait until the runs for every day in ``days`` are finished, logging each change; {day: state}.
+
+    With ``budget_s``, stop waiting once that many seconds have passed and return the states as they are:
+    days not finished keep their run's state (``running``, ``queued``) or ``not started``.
+    """
     wanted = {d.isoformat() for d in days}
     seen: dict[str, str] = {}
+    started = time.time()
 
     def finished():
         states = {}
@@ -418,14 +423,24 @@ def wait_for_days(services: Services, env: dict, days: list[date], timeout: floa
                 log.info("%s ds=%s: %s", dag_id, day, state)
                 seen[day] = state
         done = [d for d, s in states.items() if s in TERMINAL_STATES]
-        return states if len(done) == len(wanted) else None
+        if len(done) == len(wanted):
+            return states
+        if budget_s is not None and time.time() - started > budget_s:
+            log.warning("time budget of %.0fs spent with %d of %d day(s) finished; not waiting for the rest",
+                        budget_s, len(done), len(wanted))
+            return {**dict.fromkeys(sorted(wanted), "not started"), **states}
+        return None
 
     return services.wait(f"{len(wanted)} {dag_id} run(s) to finish", finished, timeout, interval=interval)
 
 
 def backfill(airflow_home: Path, data_dir: Path, start: date, end: date, max_active_runs: int = 1,
-             timeout_per_day_s: float = 1800) -> dict[str, str]:
-    """Start the services, backfill ``start..end``, wait for every day, stop the services; {day: state}."""
+             timeout_per_day_s: float = 1800, budget_s: float | None = None) -> dict[str, str]:
+    """Start the services, backfill ``start..end``, wait for every day, stop the services; {day: state}.
+
+    ``budget_s``: stop after that long instead (the days not finished keep a non-terminal state; stopping
+    the services kills the day in progress).
+    """
     from datetime import timedelta
 
     if end < start:
@@ -441,7 +456,7 @@ def backfill(airflow_home: Path, data_dir: Path, start: date, end: date, max_act
         log.info("services up (logs: %s); backfilling %s for %s..%s (%d day(s))", services.root, DAG_ID, start, end, len(days))
         started = time.time()
         create_backfill(env, start, end, max_active_runs=max_active_runs)
-        states = wait_for_days(services, env, days, timeout=timeout_per_day_s * len(days))
+        states = wait_for_days(services, env, days, timeout=timeout_per_day_s * len(days), budget_s=budget_s)
         log.info("backfill finished in %.0fs: %s", time.time() - started, json.dumps(states))
         return states
     finally:
