@@ -102,7 +102,8 @@ bench-validation: install  ## a first run's 30 history days: validated one by on
 	$(BIN)/python bench/validation.py $(BENCH_ARGS)
 
 # A backfill under the real scheduler (1M events over 30 days by default: long on 2 cores);
-# e.g. BENCH_ARGS="--backfill-days 3" for the per-day figures. Prints wall time, task medians, parallel efficiency.
+# e.g. BENCH_ARGS="--backfill-days 3" for the per-day figures, or "--budget-minutes 60" to stop after an hour and
+# report the days finished by then. Prints wall time, task medians, parallel efficiency, each day's time.
 .PHONY: bench-e2e
 bench-e2e: install
 	$(BIN)/python bench/e2e.py $(BENCH_ARGS)

@@ -5,10 +5,11 @@ VM there may be none running, so ``python -m recsys.local_airflow backfill --fro
 (what ``make backfill FROM=… TO=…`` calls):
 
 1. migrates the metadata DB, creates the ``recsys_compute`` pool and parses ``dags/`` into the DB;
-2. starts ``airflow api-server --apps execution``, ``airflow dag-processor`` and ``airflow scheduler``
-   (LocalExecutor), each in its own process group with its log under ``$AIRFLOW_HOME/services/``;
-3. runs ``airflow backfill create --dag-id recsys_daily --from-date … --to-date …`` and logs each day's
-   progress until every run has finished;
+2. runs ``airflow backfill create --dag-id recsys_daily --from-date … --to-date …`` (before any service
+   runs, so no other process holds SQLite's write lock);
+3. starts ``airflow api-server --apps execution``, ``airflow dag-processor`` and ``airflow scheduler``
+   (LocalExecutor), each in its own process group with its log under ``$AIRFLOW_HOME/services/``, and
+   logs each day's progress until every run has finished;
 4. stops every service it started (SIGTERM, then SIGKILL), and exits non-zero naming the failed days.
 
 If a scheduler of yours is already running against the same ``AIRFLOW_HOME``, use
@@ -367,8 +368,10 @@ def create_backfill(env: dict, start: date, end: date, reprocess: str = "complet
             "--reprocess-behavior", reprocess, "--max-active-runs", str(max_active_runs)]
 
     def run_cli() -> None:
-        # A creation that failed on the SQLite lock created nothing (the backfill and its runs are one
-        # transaction, rolled back): it is tried again.
+        # A creation that failed on the SQLite lock is tried again: Airflow 3.3 then deletes what it had
+        # created (the backfill row, committed first, and its runs), so nothing is left to clash with. A
+        # scheduler running meanwhile may have picked up those runs: seen once, it then exited on
+        # ObjectDeletedError, so backfill() below creates the backfill before it starts the scheduler.
         for attempt in range(1, LOCKED_TRIES + 1):
             try:
                 cli(args, env)
@@ -452,10 +455,13 @@ def backfill(airflow_home: Path, data_dir: Path, start: date, end: date, max_act
     log.info("preparing %s (metadata DB, pool, DAG parsing)", airflow_home)
     prepare(env)
     try:
-        services.start_scheduler_stack(port)
-        log.info("services up (logs: %s); backfilling %s for %s..%s (%d day(s))", services.root, DAG_ID, start, end, len(days))
+        # Created before any service runs: no other process holds SQLite's write lock, and no scheduler can
+        # pick up runs of a creation that the lock would undo (see create_backfill).
+        log.info("backfilling %s for %s..%s (%d day(s)); starting the services", DAG_ID, start, end, len(days))
         started = time.time()
         create_backfill(env, start, end, max_active_runs=max_active_runs)
+        services.start_scheduler_stack(port)
+        log.info("services up (logs: %s)", services.root)
         states = wait_for_days(services, env, days, timeout=timeout_per_day_s * len(days), budget_s=budget_s)
         log.info("backfill finished in %.0fs: %s", time.time() - started, json.dumps(states))
         return states
