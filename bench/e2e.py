@@ -1,9 +1,10 @@
 """Benchmark: a backfill of recsys_daily under the real scheduler, end to end.
 
-Generates a landing zone (default: about 1M events over 30 days), starts the real Airflow services
+Generates a landing zone (default: about 1M events over 37 days), starts the real Airflow services
 (api-server, dag-processor, scheduler with the LocalExecutor, the ``recsys_compute`` pool) through
 :mod:`recsys.local_airflow`, runs ``airflow backfill create`` over the last ``--backfill-days`` days (default
-all 30, one day at a time) and prints:
+30, one day at a time; the days before them are the first day's history, which needs more than the
+validation + test days) and prints:
 
 * total wall time of the backfill and per day;
 * each task's median duration over the runs;
@@ -15,7 +16,7 @@ trains four models on its whole history, which grows day by day); ``--backfill-d
 figures of the last, fullest days quickly, and ``--budget-minutes`` stops a long backfill after that long
 and reports the days it finished (the figures say that it was cut short and how many days were left).
 
-    .venv/bin/python bench/e2e.py [--users 15600 --products 5000 --days 30] [--backfill-days 30] [--budget-minutes 90]
+    .venv/bin/python bench/e2e.py [--users 12300 --products 5000 --days 37] [--backfill-days 30] [--budget-minutes 90]
 """
 
 from __future__ import annotations
@@ -66,12 +67,13 @@ def plot_timeline(intervals: list[tuple[str, str, datetime, datetime]], path: Pa
 
 def main(argv: list[str] | None = None) -> int:
     from recsys import local_airflow
+    from recsys.config import load_settings
     from recsys.data.synthetic import GeneratorConfig, generate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=15_600, help="~2.2 events per user and day: 15,600 x 30 days ~ 1M events")
+    parser.add_argument("--users", type=int, default=12_300, help="~2.2 events per user and day: 12,300 x 37 days ~ 1M events")
     parser.add_argument("--products", type=int, default=5_000)
-    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--days", type=int, default=37, help="days of events in the landing zone")
     parser.add_argument("--backfill-days", type=int, default=30, help="the last N days are backfilled")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/recsys-bench-e2e"))
@@ -81,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         parser.error(f"--budget-minutes must be positive, got {args.budget_minutes}")
+    settings = load_settings()
+    # The first backfilled day's window must hold more than the validation + test days (build_features
+    # refuses it otherwise): that many landed days before it, and it.
+    needed = settings.val_days + settings.test_days
+    if args.days - args.backfill_days < needed:
+        parser.error(
+            f"--days {args.days} with --backfill-days {args.backfill_days} leaves the first backfilled day "
+            f"{args.days - args.backfill_days} day(s) of history; it needs at least {needed} (RECSYS_VAL_DAYS + "
+            f"RECSYS_TEST_DAYS): use --days {args.backfill_days + needed} or more"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     if args.work_dir.exists():
