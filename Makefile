@@ -101,7 +101,7 @@ bench-features: install  ## feature build at 1M and 10M events: full, incrementa
 bench-validation: install  ## a first run's 30 history days: validated one by one vs in one pass (a few minutes)
 	$(BIN)/python bench/validation.py $(BENCH_ARGS)
 
-# A backfill under the real scheduler (1M events over 30 days by default: long on 2 cores);
+# A backfill under the real scheduler (about 1M events over 37 days by default, the last 30 backfilled: hours on 2 cores);
 # e.g. BENCH_ARGS="--backfill-days 3" for the per-day figures, or "--budget-minutes 60" to stop after an hour and
 # report the days finished by then. Prints wall time, task medians, parallel efficiency, each day's time.
 .PHONY: bench-e2e

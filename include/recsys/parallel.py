@@ -14,7 +14,8 @@ Each worker is a fresh interpreter (``python -m recsys.parallel``), not a ``mult
   attempt's workers still computing and writing.
 
 A job and its result travel as pickles through files in a private temporary folder; the worker's
-stderr is the caller's, so its log lines land in the same Airflow task log.
+stdout and stderr are the caller's, so its log lines land in the same Airflow task log. It logs to
+stdout: Airflow records a task's stderr lines at level ERROR, which would paint every epoch's progress red.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def _work(parent_pid: int, job: Path, result: Path) -> None:
     die_with_parent(parent_pid)
     function, args, level = pickle.loads(job.read_bytes())
     logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s [worker %(process)d] %(name)s: %(message)s"
+        level=level, stream=sys.stdout, format="%(asctime)s %(levelname)s [worker %(process)d] %(name)s: %(message)s"
     )
     try:
         kind, value, text = "ok", function(*args), ""
