@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir, airflow_home = args.work_dir / "data", args.work_dir / "airflow"
     summary = generate(data_dir, GeneratorConfig(users=args.users, products=args.products, days=args.days, seed=args.seed))
     last = summary.end_date
-    first = last - timedelta(days=min(args.backfill_days, args.days) - 1)
+    first = last - timedelta(days=args.backfill_days - 1)  # fewer than --days, checked above
     print(f"landing zone: {summary.events:,} events, {args.days} days up to {last}; backfilling {first}..{last}", flush=True)
 
     started = time.time()
