@@ -35,9 +35,10 @@ training"`), so a long backfill cannot swamp the machine.
 **Failures**: every task retries (`RECSYS_RETRIES`, default 2) with exponential backoff from
 `RECSYS_RETRY_DELAY_SECONDS` (default 30). An unreachable MLflow server or PostgreSQL warehouse fails the
 task naming the endpoint, after the retries; publish replaces the day in one transaction, so a killed or
-failed publish leaves the previous copy of the day (or none), never a partial one. Two failures are
+failed publish leaves the previous copy of the day (or none), never a partial one. Three failures are
 verdicts a retry cannot change, so they fail the task at once: more than `RECSYS_QUARANTINE_MAX_FRACTION`
-of the day's rows bad (validate_raw), and a hybrid below the quality gate (publish). A day whose files hold
+of the day's rows bad (validate_raw), a lookback window with too little history for the three stages
+(build_features), and a hybrid below the quality gate (publish). A day whose files hold
 no events is valid: the models are recomputed from the lookback window's history and published for it.
 """
 

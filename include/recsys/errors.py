@@ -1,6 +1,6 @@
 """The pipeline's own failures, in a module light enough for the DAG files to import.
 
-Most failures are worth retrying (a service down, a file still landing, a task killed). Two are
+Most failures are worth retrying (a service down, a file still landing, a task killed). Three are
 verdicts: the same inputs give the same answer however often the task runs, so they fail the task at
 once (:data:`NOT_RETRYABLE`, wired into every task by ``recsys.orchestration.default_args``) instead
 of after every retry's backoff.
@@ -20,6 +20,14 @@ class QuarantineLimitError(DataQualityError):
     """
 
 
+class FeatureBuildError(RuntimeError):
+    """The lookback window holds too little validated data to build the stages; the message says what to change.
+
+    A verdict on the window's clean events: a retry reads the same days. Land or validate more history
+    (or lower ``RECSYS_VAL_DAYS`` / ``RECSYS_TEST_DAYS``), then clear the task.
+    """
+
+
 class QualityGateError(RuntimeError):
     """The day's hybrid is not good enough to publish; the message names the figures.
 
@@ -28,4 +36,4 @@ class QualityGateError(RuntimeError):
 
 
 #: Failures no retry can change.
-NOT_RETRYABLE: tuple[type[BaseException], ...] = (QuarantineLimitError, QualityGateError)
+NOT_RETRYABLE: tuple[type[BaseException], ...] = (QuarantineLimitError, FeatureBuildError, QualityGateError)

@@ -39,14 +39,17 @@ def test_every_dag_has_tags_retries_and_docs(dagbag):
 
 
 def test_verdicts_fail_at_once_and_everything_else_is_retried(dagbag):
-    """The quality gate and the quarantine limit are verdicts a retry cannot change; a late or half-landed
-    file, a service down or an unknown error are worth the retries. (The drills watch a gate failure under a
-    real scheduler: tests/e2e/test_scheduler_drills.py.)"""
+    """The quality gate, the quarantine limit and a window too short to build features from are verdicts a
+    retry cannot change; a late or half-landed file, a service down or an unknown error are worth the
+    retries. (The drills watch a gate failure under a real scheduler: tests/e2e/test_scheduler_drills.py.)"""
     from airflow.sdk import RetryAction
 
-    from recsys.errors import DataQualityError, QualityGateError, QuarantineLimitError
+    from recsys.errors import DataQualityError, FeatureBuildError, QualityGateError, QuarantineLimitError
 
-    verdicts = [QualityGateError("hybrid below the floor"), QuarantineLimitError("7% of rows failed validation")]
+    verdicts = [
+        QualityGateError("hybrid below the floor"), QuarantineLimitError("7% of rows failed validation"),
+        FeatureBuildError("the lookback window needs more than 4 days of events"),
+    ]
     transient = [DataQualityError("no raw events for ds=2026-10-31"), ConnectionRefusedError("127.0.0.1:5432"), RuntimeError("?")]
     for dag_id, dag in dagbag.dags.items():
         for task in dag.tasks:

@@ -218,3 +218,18 @@ def test_partials_depending_on_a_changed_setting_are_recomputed(spark, landing, 
 
     assert again["partials"]["built"] == []
     assert len(changed["partials"]["built"]) == DAYS
+
+
+def test_a_window_too_short_for_the_stages_is_a_verdict_naming_what_to_change(spark, landing, tmp_path):
+    from recsys.errors import NOT_RETRYABLE, FeatureBuildError
+
+    settings = _settings(_copy(landing, tmp_path))
+    # Four days of events (START..START+3) for two validation and two test days: the val stage has no history.
+    with pytest.raises(FeatureBuildError, match=r"stage 'val' has 0 training interactions") as short:
+        build_features(spark, settings, START + timedelta(days=3))
+    assert "more than 4 days of events" in str(short.value) and "RECSYS_VAL_DAYS" in str(short.value)
+    # A day before anything was validated: the message names the folder and the task to run first.
+    with pytest.raises(FeatureBuildError, match=r"no clean events in .*clean/events.*Run validate_raw") as empty:
+        build_features(spark, settings, START - timedelta(days=settings.lookback_days + 1))
+    # Verdicts: the DAG's retry policy fails the task at once on them (tests/dags/test_dag_policy.py).
+    assert isinstance(short.value, NOT_RETRYABLE) and isinstance(empty.value, NOT_RETRYABLE)

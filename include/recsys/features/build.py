@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.constants import RAW_COLUMNS, STAGES
+from recsys.errors import FeatureBuildError
 from recsys.features import partials as P
 from recsys.features import transforms as T
 from recsys.features.transforms import day_start
@@ -69,10 +70,6 @@ MODES = ("incremental", "rebuild", "reference")
 #: so this keeps shuffle partitions near AQE's 64 MB advisory size before it coalesces them.
 INPUT_BYTES_PER_SHUFFLE_PARTITION = 16 * 1024 * 1024
 MAX_SHUFFLE_PARTITIONS = 2000
-
-
-class FeatureBuildError(RuntimeError):
-    """The window holds too little data to build the stages; the message says what to change."""
 
 
 @dataclass(frozen=True)
