@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stderr
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, TypeVar
 
@@ -82,10 +83,26 @@ def _store_open_lock(uri: str) -> AbstractContextManager:
     return file_lock(path.with_name(path.name + ".open.lock"), "MLflow store", timeout_s=600)
 
 
+def route_mlflow_logs() -> None:
+    """Let MLflow's log records reach this process's own handlers, at their own levels.
+
+    MLflow logs through a handler of its own that writes to stderr, and an Airflow task records every
+    stderr line at level ERROR: its notes ("Saving pytorch model by Pickle…") showed as errors.
+    """
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    logger = logging.getLogger("mlflow")
+    for handler in list(logger.handlers):
+        if getattr(handler, "stream", None) is MLFLOW_LOGGING_STREAM:
+            logger.removeHandler(handler)
+    logger.propagate = True
+
+
 def configure(settings: "Settings") -> str:
     """Point MLflow at the configured store and return the experiment id (created if missing)."""
     import mlflow
 
+    route_mlflow_logs()
     uri = settings.tracking_uri
     mlflow.set_tracking_uri(uri)
 
@@ -243,7 +260,9 @@ def promote_champion(settings: "Settings", run_id: str, ds: str | None = None, a
 
     configure(settings)
     client = MlflowClient()
-    version = retry_locked(mlflow.register_model, f"runs:/{run_id}/{artifact_path}", REGISTERED_MODEL)
+    # register_model prints its notes ("Created version '3' of model …") to stderr; the log line below says the same.
+    with redirect_stderr(sys.stdout):
+        version = retry_locked(mlflow.register_model, f"runs:/{run_id}/{artifact_path}", REGISTERED_MODEL)
     if ds:
         retry_locked(client.set_model_version_tag, REGISTERED_MODEL, version.version, "ds", ds)
     try:

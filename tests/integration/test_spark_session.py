@@ -1,9 +1,10 @@
 """What get_spark and ALS set up in the JVM: native BLAS/LAPACK when the machine has them, one BLAS thread
-per task, and the ratings handed to ALS as an RDD that the tasks decode.
+per task, log lines on the right stream, and the ratings handed to ALS as an RDD that the tasks decode.
 
 The BLAS checks read the classes Spark ML itself calls (``linear_algebra_backends``), not a guess from the
-file system; the thread check starts its own JVM through get_spark, in a child process, because the
-environment is read once, when a JVM starts (the test session's JVM is already running).
+file system; the thread and log-stream checks start their own JVM through get_spark, in a child process,
+because the environment and the JVM's options are read once, when a JVM starts (the test session's JVM is
+already running).
 """
 
 from __future__ import annotations
@@ -57,25 +58,44 @@ print(json.dumps({
     "executor_env": {name: spark.conf.get(f"spark.executorEnv.{name}", None) for name in names},
     "python_after": {name: os.environ.get(name) for name in names},
 }))
+sys.stdout.flush()
+probe = jvm.org.apache.log4j.LogManager.getLogger("recsys.probe")
+probe.warn("probe warning")
+probe.error("probe error")
 spark.stop()
 """
 
 
-def test_get_spark_gives_the_jvm_and_the_executors_one_blas_thread_and_leaves_this_process_alone(tmp_path):
+@pytest.fixture(scope="module")
+def child_session(tmp_path_factory):
+    """A child process that starts its own JVM through get_spark (with MKL_NUM_THREADS=3 set by the user)."""
     names = sorted(NATIVE_BLAS_THREADS_ENV)
     env = {k: v for k, v in os.environ.items() if k not in names}
     env["MKL_NUM_THREADS"] = "3"  # set by the user: kept
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "include"), env.get("PYTHONPATH", "")])
     done = subprocess.run(
-        [sys.executable, "-c", GET_SPARK, str(tmp_path / "data"), *names],
+        [sys.executable, "-c", GET_SPARK, str(tmp_path_factory.mktemp("child-spark") / "data"), *names],
         env=env, capture_output=True, text=True, timeout=180,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    return done
+
+
+def test_get_spark_gives_the_jvm_and_the_executors_one_blas_thread_and_leaves_this_process_alone(child_session):
+    seen = json.loads(next(line for line in child_session.stdout.splitlines() if line.startswith("{")))
     assert seen["jvm"] == {"MKL_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "1"}
     assert seen["executor_env"] == {"MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     # numpy's own OpenBLAS in the driver process must not be pinned to one thread by it.
     assert seen["python_after"] == {"MKL_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": None}
+
+
+def test_the_jvm_writes_warnings_to_stdout_and_only_errors_to_stderr(child_session):
+    """An Airflow task records its stderr at level ERROR: Spark's start-up notes and warnings must not land there."""
+    out, err = child_session.stdout.splitlines(), child_session.stderr.splitlines()
+    assert any(line.endswith("WARN probe: probe warning") for line in out), child_session.stdout[-2000:]
+    assert any(line.endswith("ERROR probe: probe error") for line in err), child_session.stderr[-2000:]
+    assert not any(" WARN " in line or "log4j profile" in line or "setLogLevel" in line for line in err), err
+    assert not any("ERROR probe" in line for line in out), out
 
 
 def test_als_ratings_reach_spark_as_one_arrow_batch_per_task_slot_not_a_local_relation(spark):

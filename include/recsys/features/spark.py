@@ -85,6 +85,15 @@ def _set_confs(spark: "SparkSession", confs: "dict[str, str | None]") -> None:
 NATIVE_BLAS_THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+#: Where the driver JVM's log lines go: warnings to stdout, errors to stderr (see the file for why).
+LOG4J2_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
+
+
+def driver_java_options() -> str:
+    """The driver JVM's options: UTC, and :data:`LOG4J2_CONFIG` for its log lines."""
+    return f"-Duser.timezone=UTC -Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()}"
+
+
 def get_spark(settings: "Settings", app_name: str = "recsys") -> "SparkSession":
     """Build (or reuse) the SparkSession configured from the settings."""
     from pyspark.sql import SparkSession
@@ -104,7 +113,7 @@ def get_spark(settings: "Settings", app_name: str = "recsys") -> "SparkSession":
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.driver.extraJavaOptions", driver_java_options())
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
         # Checkpoint files (ALS's, see ensure_checkpoint_dir) are deleted once their RDDs are gone.
         .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")
