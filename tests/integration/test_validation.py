@@ -510,14 +510,17 @@ def test_history_days_in_one_pass_match_one_day_at_a_time(spark, tmp_path, caplo
     max_fraction = 15 / 23
     expected = _outcomes_one_by_one(spark, alone, days, max_fraction)
     folders = Day(together)
-    crashed = together / ".quarantine-staging-0123" / "ds=2019-10-01"  # what a run killed halfway leaves
-    crashed.mkdir(parents=True)
+    # What runs killed halfway leave: this version's staging folder and an older version's hidden one.
+    crashed = [together / "quarantine-staging-0123" / "ds=2019-10-01", together / ".quarantine-staging-4567" / "ds=2019-10-01"]
+    for folder in crashed:
+        folder.mkdir(parents=True)
 
     with caplog.at_level(logging.INFO, logger=V.__name__):
         outcomes = V.validate_days(spark, days, folders.raw, folders.clean, folders.quarantine, folders.reports, max_fraction)
 
     assert "validating 5 days in one pass" in caplog.text and "one by one" not in caplog.text
-    assert not crashed.parent.exists() and not list(together.glob(".*-staging-*"))
+    assert not any(folder.parent.exists() for folder in crashed)
+    assert not list(together.rglob("*-staging-*")), list(together.rglob("*-staging-*"))
     assert [type(outcomes[ds]) for ds in days] == [V.ValidationReport, V.ValidationReport, V.ValidationReport,
                                                    QuarantineLimitError, DataQualityError, V.ValidationReport]
     assert outcomes[days[1]].rule_counts["duplicate_event"] == 1

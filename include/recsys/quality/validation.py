@@ -821,16 +821,22 @@ def _count_by_partition(read: Callable[[str], "DataFrame"], staging: Path) -> di
 
 @contextlib.contextmanager
 def _staging(target_dir: Path):
-    """A hidden folder beside ``target_dir`` (same file system, so partitions move by rename), removed after.
+    """A folder beside ``target_dir`` (same file system, so partitions move by rename), removed after.
 
-    Leftovers of a run killed halfway are removed first: validation runs under the data folder's lock
-    (:func:`recsys.locks.day_data_lock`), so no other run is using them.
+    Not a hidden name: Spark skips paths starting with "." or "_" when it lists files, and warns
+    "All paths were ignored" when asked to read one (it read them all the same). Readers of
+    ``target_dir`` never see it: it is a sibling, not a child.
+
+    Leftovers of a run killed halfway are removed first (also those of older versions, which were
+    hidden): validation runs under the data folder's lock (:func:`recsys.locks.day_data_lock`), so no
+    other run is using them.
     """
     target_dir = Path(target_dir)
     target_dir.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in target_dir.parent.glob(f".{target_dir.name}-staging-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging = target_dir.parent / f".{target_dir.name}-staging-{uuid.uuid4().hex}"
+    for pattern in (f"{target_dir.name}-staging-*", f".{target_dir.name}-staging-*"):
+        for leftover in target_dir.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
+    staging = target_dir.parent / f"{target_dir.name}-staging-{uuid.uuid4().hex}"
     try:
         yield staging
     finally:
