@@ -180,6 +180,9 @@ def drill(tmp_path_factory):
     )
     env.update(local_airflow.simple_auth_settings(airflow_home))
     local_airflow.prepare(env)
+    # Step 1's backfill is created before any service runs, as `make backfill` does: no other process then
+    # holds SQLite's write lock, which a creation can lose half-way (recsys.local_airflow.create_backfill).
+    local_airflow.create_backfill(env, days[0], days[-1])
     services = Services(root, env)
     try:
         # The whole api-server (REST API and UI too, behind auth): step 4 backfills through the REST API.
@@ -192,9 +195,8 @@ def drill(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backfilled(drill):
-    """Step 1: `airflow backfill create` over the last two days, run to the end by the scheduler."""
-    first, last = drill.days
-    local_airflow.create_backfill(drill.env, first, last)
+    """Step 1: `airflow backfill create` over the last two days (created with the module's services), run to
+    the end by the scheduler."""
     states = {}
     for day in drill.days:
         states[day] = drill.wait_run(day, f"the backfill run for {day}")

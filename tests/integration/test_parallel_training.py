@@ -59,8 +59,13 @@ ended = time.time()
 
 
 @pytest.fixture
-def features(tmp_path, monkeypatch):
-    """A small landing zone, validated and featurised in this process; the env the workers inherit."""
+def features(tmp_path, monkeypatch, spark):
+    """A small landing zone, validated and featurised in this process; the env the workers inherit.
+
+    ``spark`` (the run's shared local[2] session) is started first so that the steps run here reuse it
+    whatever the test order: a local[1] session started here would outlive this test and be handed to
+    every later test that asks for ``spark``. The workers read RECSYS_SPARK_MASTER=local[1].
+    """
     from recsys import pipeline
     from recsys.config import load_settings
     from recsys.data.synthetic import GeneratorConfig, generate
