@@ -33,7 +33,7 @@ help:
 	@echo "make ui                 the Airflow UI with the Recommendations page (http://localhost:8080)"
 	@echo "make browser            install Debian's chromium for the browser test (run by make test)"
 	@echo "make blas               install Debian's OpenBLAS as Spark ML's native BLAS/LAPACK (run by make bench-models)"
-	@echo "make clean              remove generated data and the local Airflow home"
+	@echo "make clean              remove \$$RECSYS_DATA_DIR and \$$AIRFLOW_HOME (only inside this checkout)"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,8 +82,15 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e"
 
+# Only folders inside this checkout: RECSYS_DATA_DIR may point at a real landing zone.
 clean:
-	rm -rf $(RECSYS_DATA_DIR) $(AIRFLOW_HOME)
+	@for folder in "$(RECSYS_DATA_DIR)" "$(AIRFLOW_HOME)"; do \
+		case "$$(realpath -m "$$folder")" in \
+			"$(CURDIR)"/?*) ;; \
+			*) echo "make clean: $$folder is not a folder inside this checkout ($(CURDIR)); remove it by hand if you mean to"; exit 1;; \
+		esac; \
+	done
+	rm -rf "$(RECSYS_DATA_DIR)" "$(AIRFLOW_HOME)"
 
 # Model benchmarks: Spark MLlib ALS vs implicit (time, NDCG@10) and LSTM throughput vs catalog size.
 # Prints a table and writes bench/results/models.json; pass sizes with e.g. BENCH_ARGS="--users 4000 --days 14".

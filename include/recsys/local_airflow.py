@@ -490,7 +490,10 @@ def main(argv: list[str] | None = None) -> int:
             len(failed), len(states), ", ".join(failed), airflow_home, DAG_ID,
         )
         return 1
-    print(f"backfill: {len(states)} day(s) of {DAG_ID} succeeded ({args.from_date}..{args.to_date}); see `make report DS=…`")
+    print(
+        f"backfill: {len(states)} day(s) of {DAG_ID} succeeded ({args.from_date}..{args.to_date}); "
+        "any day's report: .venv/bin/python -m recsys.report --ds YYYY-MM-DD"
+    )
     return 0
 
 
