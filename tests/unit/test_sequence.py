@@ -291,3 +291,37 @@ def test_batch_size_gives_few_users_enough_steps_per_epoch():
     assert batch_size_for(0) == 32
     with pytest.raises(ValueError, match="n_sequences"):
         batch_size_for(-1)
+
+
+def test_recommendations_do_not_depend_on_which_users_are_asked_together(cyclic_model, cyclic_sequences):
+    """Users are scored in batches of similar length (shortest first) and the rows put back in user order: a
+    user's list must be the one they get when asked alone, and the frame sorted by user, then rank."""
+    users = cyclic_sequences[USER_COL].to_numpy()[::-1]  # asked in reverse order, lengths mixed
+    together = cyclic_model.recommend(users, k=5)
+    assert together[USER_COL].is_monotonic_increasing
+    assert together.groupby(USER_COL)[RANK_COL].apply(list).map([1, 2, 3, 4, 5].__eq__).all()
+    alone = pd.concat([cyclic_model.recommend([user], k=5) for user in users[:40]], ignore_index=True)
+    merged = together.merge(alone, on=[USER_COL, RANK_COL], suffixes=("", "_alone"))
+    assert len(merged) == len(alone) == 200
+    assert (merged[ITEM_COL] == merged[f"{ITEM_COL}_alone"]).all()
+    np.testing.assert_allclose(merged[SCORE_COL], merged[f"{SCORE_COL}_alone"], rtol=1e-5, atol=1e-6)
+
+
+def test_mask_dropout_scales_what_it_keeps_and_is_off_in_eval_mode():
+    import torch
+
+    from recsys.models.sequence import MaskDropout
+
+    dropout = MaskDropout(0.3)
+    x = torch.ones(200_000)
+    torch.manual_seed(5)
+    out = dropout(x)
+    kept = out != 0
+    assert abs(1.0 - kept.float().mean().item() - 0.3) < 0.01  # about p of the values dropped
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))  # the rest scaled: same expectation
+    torch.manual_seed(5)
+    assert torch.equal(dropout(x), out)  # reproducible under a seed
+    dropout.eval()
+    assert dropout(x) is x
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\)"):
+        MaskDropout(1.0)
