@@ -86,7 +86,7 @@ test-fast: install
 clean:
 	@for folder in "$(RECSYS_DATA_DIR)" "$(AIRFLOW_HOME)"; do \
 		case "$$(realpath -m "$$folder")" in \
-			"$(CURDIR)"/?*) ;; \
+			"$(realpath $(CURDIR))"/?*) ;; \
 			*) echo "make clean: $$folder is not a folder inside this checkout ($(CURDIR)); remove it by hand if you mean to"; exit 1;; \
 		esac; \
 	done

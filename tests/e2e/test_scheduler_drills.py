@@ -195,8 +195,8 @@ def drill(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backfilled(drill):
-    """Step 1: `airflow backfill create` over the last two days (created with the module's services), run to
-    the end by the scheduler."""
+    """Step 1: `airflow backfill create` over the last two days (created by ``drill`` before its services
+    start), run to the end by the scheduler."""
     states = {}
     for day in drill.days:
         states[day] = drill.wait_run(day, f"the backfill run for {day}")
