@@ -33,6 +33,13 @@ help:
 	@echo "make ui                 the Airflow UI with the Recommendations page (http://localhost:8080)"
 	@echo "make browser            install Debian's chromium for the browser test (run by make test)"
 	@echo "make blas               install Debian's OpenBLAS as Spark ML's native BLAS/LAPACK (run by make bench-models)"
+	@echo "make test-fast          the tests without the e2e ones (no Airflow services started)"
+	@echo "make bench-features     Spark feature build at 1M and 10M events vs DuckDB SQL (the benchmarks print their figures)"
+	@echo "make bench-models       Spark MLlib ALS vs implicit; LSTM throughput at 10k and 100k products"
+	@echo "make bench-validation   a first run's 30 history days validated one by one vs in one pass"
+	@echo "make bench-e2e          a backfill under the real scheduler (hours at the default 1M events;"
+	@echo "                        BENCH_ARGS=\"--backfill-days 2\" or \"--budget-minutes 60\" for less)"
+	@echo "make ui-screenshot      docs/ui_recommendations.png from the data in \$$RECSYS_DATA_DIR"
 	@echo "make clean              remove \$$RECSYS_DATA_DIR and \$$AIRFLOW_HOME (only inside this checkout)"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml

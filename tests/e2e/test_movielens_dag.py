@@ -21,6 +21,7 @@ The held-out model table is printed (``pytest -s`` shows it) and written to
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from pathlib import Path
 
@@ -34,8 +35,10 @@ pytestmark = pytest.mark.e2e
 
 
 def _find_movielens() -> Path:
-    """``shared/datasets/ml-latest-small`` beside the checkout or beside any folder above it (git
-    worktrees live a level deeper than the main checkout)."""
+    """``$RECSYS_MOVIELENS_DIR`` when set, else ``shared/datasets/ml-latest-small`` beside the checkout
+    or beside any folder above it (git worktrees live a level deeper than the main checkout)."""
+    if os.environ.get("RECSYS_MOVIELENS_DIR"):
+        return Path(os.environ["RECSYS_MOVIELENS_DIR"]).expanduser()
     for folder in REPO_ROOT.parents:
         candidate = folder / "shared" / "datasets" / "ml-latest-small"
         if candidate.is_dir():
@@ -63,7 +66,8 @@ def dag_run(tmp_path_factory):
     if not (MOVIELENS / "ratings.csv").is_file() or not (MOVIELENS / "movies.csv").is_file():
         pytest.skip(
             f"MovieLens ml-latest-small not found at {MOVIELENS} (needs ratings.csv and movies.csv): "
-            "unpack https://files.grouplens.org/datasets/movielens/ml-latest-small.zip there to run this test"
+            "unpack https://files.grouplens.org/datasets/movielens/ml-latest-small.zip there, or point "
+            "RECSYS_MOVIELENS_DIR at a copy, to run this test"
         )
     from recsys.data.movielens import convert
 
