@@ -10,7 +10,8 @@ warehouse table `recsys.recommendations`:
    temporal train / validation / held-out split over the lookback window.
 3. **train_collaborative**, **train_content**, **train_sequence**, **train_cooccurrence**: ALS, TF-IDF,
    LSTM and item-to-item co-occurrence (Spark), in parallel, each an MLflow child run of this DAG run's
-   parent run.
+   parent run. The LSTM takes longest, so the other three run niced (`os.nice(10)`) and use the CPU it
+   leaves.
 4. **fuse**: a ranker learned on the validation slice blends the four plus the two baselines (global
    popularity, recently popular in the user's categories), with a popularity-penalty re-rank chosen on
    validation users; products missing from today's catalog are dropped, and users whose first events
@@ -51,6 +52,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from recsys.constants import MODEL_NAMES
 from recsys.orchestration import (
     COMPUTE_POOL, FEATURE_STORE, MLFLOW_CONN_ID, RECOMMENDATIONS, SPARK_CONN_ID, connection, default_args, warehouse_uri_for,
+    yield_cpu_to_critical_path,
 )
 
 
@@ -115,6 +117,7 @@ def recsys_daily():
         from recsys import pipeline
 
         parent_run_id = features["mlflow_parent_run_id"]
+        yield_cpu_to_critical_path(model_name)  # the LSTM is the longest: the others run at a lower CPU priority
         result = pipeline.train_model(_settings(context), context["ds"], model_name, parent_run_id)
         return {**result, "mlflow_parent_run_id": parent_run_id}
 

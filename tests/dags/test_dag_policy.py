@@ -108,6 +108,24 @@ def test_heavy_tasks_share_the_compute_pool(dagbag):
     assert dag.max_active_runs == 1  # scheduled runs one at a time (backfills set their own; make backfill uses 1)
 
 
+@pytest.mark.parametrize("model", sorted(t.removeprefix("train_") for t in TRAIN_TASKS))
+def test_training_tasks_yield_the_cpu_to_the_lstm(model):
+    """The side training tasks lower their own priority (in a child process here: niceness cannot be undone)."""
+    import subprocess
+    import sys
+
+    from recsys.orchestration import CRITICAL_TRAINING, SIDE_TRAINING_NICENESS
+
+    code = (
+        "import os; from recsys.orchestration import yield_cpu_to_critical_path as y; "
+        f"before = os.nice(0); after = y({model!r}); print(before, after, os.nice(0))"
+    )
+    before, returned, now = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    expected = before if model == CRITICAL_TRAINING else min(19, before + SIDE_TRAINING_NICENESS)  # 19: the kernel's floor
+    assert CRITICAL_TRAINING == "sequence" and SIDE_TRAINING_NICENESS > 0
+    assert returned == now == expected
+
+
 def test_assets_feature_store_and_recommendations(dagbag):
     from recsys.orchestration import FEATURE_STORE, RECOMMENDATIONS
 
