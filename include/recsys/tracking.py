@@ -128,7 +128,8 @@ def configure(settings: "Settings") -> str:
     except Exception as exc:
         raise RuntimeError(
             f"cannot reach the MLflow tracking store at {uri} ({type(exc).__name__}: {exc}). "
-            "Check MLFLOW_TRACKING_URI and that the server is up."
+            "The URI comes from the mlflow_default Airflow connection when one is defined, else from "
+            "MLFLOW_TRACKING_URI (else the embedded store under RECSYS_DATA_DIR): check that one, and that the server is up."
         ) from exc
 
 
