@@ -286,8 +286,9 @@ def test_batch_size_gives_few_users_enough_steps_per_epoch():
 
     assert MIN_STEPS_PER_EPOCH == 20
     assert batch_size_for(610) == 32  # MovieLens: 610 // 20 = 30, floored at 32 (19 steps an epoch)
-    assert batch_size_for(3000) == 150  # the demo data: exactly 20 steps an epoch
-    assert batch_size_for(1_000_000) == 256  # large data keeps the throughput-friendly ceiling
+    assert batch_size_for(1000) == 50  # exactly 20 steps an epoch
+    assert batch_size_for(3000) == 64  # the demo data and anything larger: the ceiling (47 steps an epoch here)
+    assert batch_size_for(1_000_000) == 64
     assert batch_size_for(0) == 32
     with pytest.raises(ValueError, match="n_sequences"):
         batch_size_for(-1)
