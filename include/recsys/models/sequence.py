@@ -87,7 +87,7 @@ class SequenceParams:
     # stopped on the plateau or not, depending on the draw of the dropout masks. Chosen on the
     # validation slices only.
     epochs: int = 60
-    batch_size: int = 256
+    batch_size: int = 64  # the pipeline sets it per dataset with batch_size_for (at most 64)
     learning_rate: float = 2e-3
     n_negatives: int = 100  # sampled negatives per step, shared by every position of the batch
     dropout: float = 0.3
