@@ -63,8 +63,9 @@ def yield_cpu_to_critical_path(model_name: str) -> int:
     got about half a core while the others ran (its first epochs took 10-20 s instead of 3.4 s) and the
     others finished early, leaving a core idle for the rest of its fit. Niced, the others use what the
     LSTM leaves and still end before it: at 1M events its early-stopped fit took 253 s instead of 301 s
-    (bench/e2e.py, one day, one run each). Nothing else changes: same work, same results. Under ``airflow dags test`` every task runs in one process, one after the other: the
-    niceness then only lowers the whole run's priority against other programs.
+    (bench/e2e.py, one day, one run each). Nothing else changes: same work, same results. Under
+    ``airflow dags test``, which runs the tasks one after another, it only lowers their priority against
+    other programs.
     """
     return os.nice(0 if model_name == CRITICAL_TRAINING else SIDE_TRAINING_NICENESS)
 

