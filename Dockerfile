@@ -1,12 +1,13 @@
 # One image for the Airflow, MLflow and Spark services of docker-compose.yaml: Airflow 3.3.2, the
 # project's pins (Celery provider included) and Java for Spark, so the Spark driver (in a Celery worker)
 # and the executors (in spark-worker) run the same Python, pyspark and project code. OpenBLAS is Spark ML's
-# native BLAS/LAPACK (ALS fits about 1.3x faster than on its Java fallback; see `make blas`).
+# native LAPACK, and Debian's reference BLAS (libblas3) its BLAS: get_spark points the JVMs at it, because
+# ALS's many tiny per-rating calls cost less there (recsys.features.spark.spark_ml_blas_library; `make blas`).
 FROM apache/airflow:3.3.2-python3.11
 
 USER root
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends openjdk-17-jre-headless libopenblas0-pthread \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless libopenblas0-pthread libblas3 \
     && rm -rf /var/lib/apt/lists/*
 ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
 # Mount points of the named volumes, owned by the airflow user so a fresh volume starts writable.

@@ -124,17 +124,19 @@ bench-e2e: install
 
 # Spark ML (ALS in train_collaborative) calls BLAS/LAPACK through dev.ludovic.netlib: the system's
 # libblas.so.3/liblapack.so.3 when it finds them, else its Java fallback, with which ALS fits are slower
-# (README, "Benchmarks"). Everything works without; get_spark keeps OpenBLAS to one thread per task.
+# (README, "Benchmarks"). Debian's reference BLAS (libblas3) goes beside OpenBLAS: get_spark hands it to
+# Spark ML, whose ALS makes millions of tiny BLAS calls that it serves with less overhead per call
+# (recsys.features.spark.spark_ml_blas_library). Everything works without; one BLAS thread per task.
 .PHONY: blas
-blas:  ## Debian's OpenBLAS as the native BLAS/LAPACK for Spark ML (apt-get when root, else what to install)
+blas:  ## native BLAS/LAPACK for Spark ML: Debian's OpenBLAS and reference BLAS (apt-get when root, else what to install)
 	@ldconfig=$$(command -v ldconfig || echo /sbin/ldconfig); \
-	if $$ldconfig -p | grep -q 'libblas\.so\.3 ' && $$ldconfig -p | grep -q 'liblapack\.so\.3 '; then \
-		echo "blas: native libblas.so.3 and liblapack.so.3 present"; \
+	if $$ldconfig -p | grep -q 'libblas\.so\.3 ' && $$ldconfig -p | grep -q 'liblapack\.so\.3 ' && ls /usr/lib/*/blas/libblas.so.3 >/dev/null 2>&1; then \
+		echo "blas: native libblas.so.3 and liblapack.so.3 present, and the reference BLAS for Spark ML"; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread libblas3; \
 	else \
-		echo "blas: no native libblas.so.3/liblapack.so.3; install one with: sudo apt-get install libopenblas0-pthread"; \
-		echo "      (until then Spark ML uses its Java fallback: train_collaborative and make bench-models are slower)"; \
+		echo "blas: missing native BLAS/LAPACK; install them with: sudo apt-get install libopenblas0-pthread libblas3"; \
+		echo "      (until then Spark ML uses its Java fallback or OpenBLAS: train_collaborative and make bench-models are slower)"; \
 	fi
 
 # The Recommendations page (plugins/recsys_ui.py): its browser test and README screenshot drive Debian's

@@ -23,7 +23,9 @@ held-out slice. What is matched and what cannot be:
   exact solver, so the two differ only in initialisation and regularisation scaling. The faster
   conjugate-gradient solver (implicit's default) is timed as an extra row.
 * linear algebra: MLlib's per-rating updates (dspr) and solves (dppsv) run in the native BLAS/LAPACK
-  the JVM loaded (``make blas``), else in Java; the report names which.
+  the JVM loaded (``make blas``; the BLAS is Debian's reference one where installed, see
+  recsys.features.spark.spark_ml_blas_library, and RECSYS_SPARK_BLAS_LIBRARY=system compares OpenBLAS),
+  else in Java; the report names which.
 * time: our ALSRecommender.fit end to end (pandas -> Spark DataFrame, MLlib fit, factors back to numpy,
   seen index) against building the CSR matrix plus implicit's fit. Session start-up is excluded; a small
   warm-up fit runs first on each side, then ``--als-repeats`` full fits each, and the median is compared
@@ -96,13 +98,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 # data: generate, type the raw events, run the pipeline's feature job
 # ---------------------------------------------------------------------------------------------------
 def _settings(args, data_dir: Path):
-    from recsys.config import Settings
+    from recsys.config import Settings, load_settings
 
     return Settings(
         data_dir=data_dir,
         spark_master=f"local[{args.threads}]",
         spark_shuffle_partitions=max(4, 2 * args.threads),
         spark_driver_memory="6g",
+        spark_blas_library=load_settings().spark_blas_library,  # RECSYS_SPARK_BLAS_LIBRARY, as in the pipeline
         seed=args.seed,
     )
 
@@ -388,8 +391,8 @@ def print_report(report: dict) -> None:
               f"{p['threads']} threads; confidence 1 + alpha*|w| on both sides")
         la = a["linear_algebra"]
         native = la["blas"].startswith("JNI") and la["lapack"].startswith("JNI")
-        print(f"  Spark ML linear algebra: BLAS {la['blas']}, LAPACK {la['lapack']} "
-              f"({'native' if native else 'Java fallback: `make blas` installs a native OpenBLAS'})")
+        print(f"  Spark ML linear algebra: BLAS {la['blas']} ({la.get('blas_library', 'libblas.so.3')}), LAPACK {la['lapack']} "
+              f"({'native' if native else 'Java fallback: `make blas` installs native ones'})")
         header = f"  {'model':<26}{'fit s':>9}{'min-max s':>13}{'ndcg@10':>10}{'hr@10':>9}{'recall@10':>11}{'map@10':>9}{'coverage@10':>13}"
         print(header)
         print("  " + "-" * (len(header) - 2))

@@ -70,6 +70,10 @@ class Settings:
     spark_master: str = "local[*]"
     spark_shuffle_partitions: int = 8
     spark_driver_memory: str = "2g"
+    #: the native BLAS library Spark ML's JNI wrapper loads (recsys.features.spark.spark_ml_blas_library):
+    #: "auto" = Debian's reference BLAS where installed (``make blas``), else the system's libblas.so.3;
+    #: "system" = always the system's libblas.so.3; anything else = the path of a BLAS library.
+    spark_blas_library: str = "auto"
     #: PyTorch threads for the LSTM. The three models train side by side, and oversubscribed OpenMP
     #: threads spin-wait badly, so the default is half the cores (at least one).
     torch_threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
@@ -145,6 +149,7 @@ def load_settings() -> Settings:
         spark_master=os.environ.get("RECSYS_SPARK_MASTER", "local[*]"),
         spark_shuffle_partitions=_env_int("RECSYS_SPARK_SHUFFLE_PARTITIONS", 8),
         spark_driver_memory=os.environ.get("RECSYS_SPARK_DRIVER_MEMORY", "2g"),
+        spark_blas_library=os.environ.get("RECSYS_SPARK_BLAS_LIBRARY") or "auto",
         torch_threads=_env_int("RECSYS_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2)),
         sequence_side_by_side_seconds=_env_float("RECSYS_SEQUENCE_SIDE_BY_SIDE_SECONDS", 15.0),
         seed=_env_int("RECSYS_SEED", 42),

@@ -75,6 +75,7 @@ DELIBERATELY_DEFAULTED = {
     "RECSYS_MLFLOW_EXPERIMENT": "one experiment for the DAG, as in the MLflow conventions",
     "RECSYS_SPARK_SHUFFLE_PARTITIONS": "Spark tuning: the default suits the worker's cores",
     "RECSYS_SPARK_DRIVER_MEMORY": "Spark tuning: the default fits a worker container",
+    "RECSYS_SPARK_BLAS_LIBRARY": "Spark tuning: auto finds the reference BLAS the image installs",
     "RECSYS_TORCH_THREADS": "the default (half the container's cores) is what parallel training wants",
     "RECSYS_SEQUENCE_SIDE_BY_SIDE_SECONDS": "model tuning: the documented default (15 s)",
     "RECSYS_SEED": "reproducibility: the documented default seed",

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.features.spark import NATIVE_BLAS_THREADS_ENV, linear_algebra_backends
+from recsys.features.spark import NATIVE_BLAS_THREADS_ENV, linear_algebra_backends, spark_ml_blas_library
 from recsys.models.collaborative import _ratings_frame
 
 pytestmark = pytest.mark.spark
@@ -42,18 +42,28 @@ def test_spark_ml_calls_the_native_blas_and_lapack_when_the_machine_has_them(spa
     if not (_loadable("libblas.so.3") and _loadable("liblapack.so.3")):
         assert not backends["blas"].startswith("JNI"), backends
         pytest.skip(f"no native libblas.so.3/liblapack.so.3 here (`make blas` installs OpenBLAS); Spark ML runs Java: {backends}")
-    assert backends == {"blas": "JNIBLAS", "lapack": "JNILAPACK"}
+    # The test session is not built by get_spark: no library named, the JVM loads libblas.so.3.
+    assert backends == {"blas": "JNIBLAS", "blas_library": "libblas.so.3", "lapack": "JNILAPACK"}
+
+
+def test_spark_ml_blas_library_settings(tmp_path):
+    assert spark_ml_blas_library("system") is None
+    assert spark_ml_blas_library(str(tmp_path / "libblas.so.3")) == str(tmp_path / "libblas.so.3")
+    found = spark_ml_blas_library("auto")
+    assert found is None or (found.endswith("/blas/libblas.so.3") and Path(found).exists()), found
 
 
 GET_SPARK = r"""
 import json, os, sys
 from pathlib import Path
 from recsys.config import Settings
-from recsys.features.spark import get_spark
+from recsys.features.spark import get_spark, linear_algebra_backends
 spark = get_spark(Settings(data_dir=Path(sys.argv[1]), spark_master="local[1]", spark_shuffle_partitions=1))
 jvm = spark.sparkContext._jvm
 names = sys.argv[2:]
 print(json.dumps({
+    "backends": linear_algebra_backends(spark),
+    "executor_options": spark.conf.get("spark.executor.extraJavaOptions"),
     "jvm": {name: jvm.java.lang.System.getenv(name) for name in names},
     "executor_env": {name: spark.conf.get(f"spark.executorEnv.{name}", None) for name in names},
     "python_after": {name: os.environ.get(name) for name in names},
@@ -87,6 +97,18 @@ def test_get_spark_gives_the_jvm_and_the_executors_one_blas_thread_and_leaves_th
     assert seen["executor_env"] == {"MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     # numpy's own OpenBLAS in the driver process must not be pinned to one thread by it.
     assert seen["python_after"] == {"MKL_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": None}
+
+
+def test_get_spark_hands_spark_ml_the_reference_blas_where_it_is_installed(child_session):
+    """ALS's per-rating BLAS calls cost less in Debian's reference BLAS than in OpenBLAS (spark_ml_blas_library)."""
+    seen = json.loads(next(line for line in child_session.stdout.splitlines() if line.startswith("{")))
+    reference = spark_ml_blas_library("auto")
+    if reference is None:
+        pytest.skip(f"Debian's reference BLAS is not installed here (`make blas` installs libblas3); Spark ML runs {seen['backends']}")
+    # Loaded for real: JNIBLAS means dev.ludovic.netlib opened the library at that path.
+    assert seen["backends"]["blas"] == "JNIBLAS", seen["backends"]
+    assert seen["backends"]["blas_library"] == reference
+    assert f"-Ddev.ludovic.netlib.blas.nativeLibPath={reference}" in seen["executor_options"]
 
 
 def test_the_jvm_writes_warnings_to_stdout_and_only_errors_to_stderr(child_session):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import glob
 import logging
 import os
 import re
@@ -85,13 +86,44 @@ def _set_confs(spark: "SparkSession", confs: "dict[str, str | None]") -> None:
 NATIVE_BLAS_THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+#: Debian's reference BLAS (package libblas3), where Debian keeps it beside whichever libblas.so.3 its
+#: alternatives system chose (OpenBLAS, when installed, is chosen over it).
+REFERENCE_BLAS_GLOB = "/usr/lib/*/blas/libblas.so.3"
+#: The JVM property that tells dev.ludovic.netlib's JNIBLAS which library to load instead of libblas.so.3.
+BLAS_LIBRARY_PROPERTY = "dev.ludovic.netlib.blas.nativeLibPath"
+
+
+def spark_ml_blas_library(setting: str = "auto") -> "str | None":
+    """The BLAS library Spark ML should load through JNI, or None for the system's libblas.so.3.
+
+    MLlib's ALS calls BLAS once or twice per rating per half-iteration (``NormalEquation.add``: a dspr of
+    rank x rank and a daxpy), on vectors of a few dozen numbers, so what each call costs around the
+    arithmetic decides its speed. Debian's reference BLAS, plain compiled Fortran, spends less there than
+    OpenBLAS, whose level-2 routines check arguments and take a buffer from its memory pool on every call:
+    ALS fits 545,743 ratings at rank 32 in about 11 s instead of 13 (bench/models.py). ``setting`` is :attr:`recsys.config.Settings.spark_blas_library`: "auto"
+    picks the reference BLAS where it is installed (``make blas``), "system" never does, anything else is
+    a path. The Cholesky solves (LAPACK) stay on the system's liblapack.so.3: a reference LAPACK there
+    made no measurable difference.
+    """
+    if setting == "system":
+        return None
+    if setting != "auto":
+        return setting
+    found = sorted(glob.glob(REFERENCE_BLAS_GLOB))
+    return found[0] if found else None
+
+
 #: Where the driver JVM's log lines go: warnings to stdout, errors to stderr (see the file for why).
 LOG4J2_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 
 
-def driver_java_options() -> str:
-    """The driver JVM's options: UTC, and :data:`LOG4J2_CONFIG` for its log lines."""
-    return f"-Duser.timezone=UTC -Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()}"
+def driver_java_options(blas_library: "str | None" = None) -> str:
+    """The driver JVM's options: UTC, :data:`LOG4J2_CONFIG` for its log lines, and Spark ML's BLAS library if given."""
+    return f"-Duser.timezone=UTC -Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()}{_blas_option(blas_library)}"
+
+
+def _blas_option(blas_library: "str | None") -> str:
+    return f" -D{BLAS_LIBRARY_PROPERTY}={blas_library}" if blas_library else ""
 
 
 def get_spark(settings: "Settings", app_name: str = "recsys") -> "SparkSession":
@@ -101,6 +133,7 @@ def get_spark(settings: "Settings", app_name: str = "recsys") -> "SparkSession":
     # Python workers must run the same interpreter (and so the same venv) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    blas_library = spark_ml_blas_library(settings.spark_blas_library)
     log.info("starting Spark session on master %s", settings.spark_master)
     builder = (
         SparkSession.builder.appName(app_name)
@@ -113,8 +146,10 @@ def get_spark(settings: "Settings", app_name: str = "recsys") -> "SparkSession":
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.extraJavaOptions", driver_java_options())
-        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.driver.extraJavaOptions", driver_java_options(blas_library))
+        # A cluster's executors load the same path if they have it (the compose image installs it), else
+        # netlib falls back to their libblas.so.3 or Java, which is slower but computes the same.
+        .config("spark.executor.extraJavaOptions", f"-Duser.timezone=UTC{_blas_option(blas_library)}")
         # Checkpoint files (ALS's, see ensure_checkpoint_dir) are deleted once their RDDs are gone.
         .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")
     )
@@ -148,7 +183,8 @@ def _environment_defaults(values: "dict[str, str]"):
 def linear_algebra_backends(spark: "SparkSession") -> "dict[str, str]":
     """The BLAS and LAPACK implementations Spark ML calls in the driver's JVM (which runs a local master's tasks).
 
-    ``JNIBLAS``/``JNILAPACK``: the system's native libblas.so.3/liblapack.so.3 (``make blas``). Otherwise
+    ``JNIBLAS``/``JNILAPACK``: native libraries through JNI (``make blas``): ``blas_library`` names the
+    BLAS file the JVM was told to load (:func:`spark_ml_blas_library`), else "libblas.so.3". Otherwise
     dev.ludovic.netlib's Java fallbacks, ``VectorBLAS`` (``Java11BLAS``/``F2jBLAS`` without the JDK's
     vector module) and ``F2jLAPACK``, with which ALS's per-rating updates (dspr, daxpy) take about 1.6x
     as long. Loads them if not loaded yet: a missing native library is then logged by the JVM as
@@ -157,7 +193,8 @@ def linear_algebra_backends(spark: "SparkSession") -> "dict[str, str]":
     jvm = spark.sparkContext._jvm
     blas = getattr(jvm.org.apache.spark.ml.linalg, "BLAS$").__getattr__("MODULE$").nativeBLAS()
     lapack = getattr(jvm.org.apache.spark.mllib.linalg, "LAPACK$").__getattr__("MODULE$").nativeLAPACK()
-    return {"blas": blas.getClass().getSimpleName(), "lapack": lapack.getClass().getSimpleName()}
+    library = jvm.java.lang.System.getProperty(BLAS_LIBRARY_PROPERTY) or "libblas.so.3"
+    return {"blas": blas.getClass().getSimpleName(), "blas_library": library, "lapack": lapack.getClass().getSimpleName()}
 
 
 def ensure_checkpoint_dir(spark: "SparkSession", folder: "Path | str | None" = None) -> str:
