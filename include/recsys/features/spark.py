@@ -98,12 +98,12 @@ def spark_ml_blas_library(setting: str = "auto") -> "str | None":
 
     MLlib's ALS calls BLAS once or twice per rating per half-iteration (``NormalEquation.add``: a dspr of
     rank x rank and a daxpy), on vectors of a few dozen numbers, so what each call costs around the
-    arithmetic decides its speed. Debian's reference BLAS, plain compiled Fortran, spends less there than
-    OpenBLAS, whose level-2 routines check arguments and take a buffer from its memory pool on every call:
-    ALS fits 545,743 ratings at rank 32 in about 11 s instead of 13 (bench/models.py). ``setting`` is :attr:`recsys.config.Settings.spark_blas_library`: "auto"
-    picks the reference BLAS where it is installed (``make blas``), "system" never does, anything else is
-    a path. The Cholesky solves (LAPACK) stay on the system's liblapack.so.3: a reference LAPACK there
-    made no measurable difference.
+    arithmetic decides its speed. Debian's reference BLAS runs a dspr as one plain double loop; OpenBLAS
+    runs it as one call of its axpy kernel per column (32 at rank 32), each too short to repay its set-up.
+    ALS fits 545,743 ratings at rank 32 in about 11 s instead of 13 (bench/models.py). ``setting`` is
+    :attr:`recsys.config.Settings.spark_blas_library`: "auto" picks the reference BLAS where it is
+    installed (``make blas``), "system" never does, anything else is a path. The Cholesky solves (LAPACK)
+    stay on the system's liblapack.so.3: a reference LAPACK there made no measurable difference.
     """
     if setting == "system":
         return None
