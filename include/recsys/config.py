@@ -74,6 +74,9 @@ class Settings:
     #: "auto" = Debian's reference BLAS where installed (``make blas``), else the system's libblas.so.3;
     #: "system" = always the system's libblas.so.3; anything else = the path of a BLAS library.
     spark_blas_library: str = "auto"
+    #: a Spark task whose lookback window holds at most this many MB of raw event files starts its JVM
+    #: with the quick JIT compiler only (recsys.features.spark.quick_jit); 0 = never.
+    spark_quick_jit_max_mb: float = 32.0
     #: PyTorch threads for the LSTM. The three models train side by side, and oversubscribed OpenMP
     #: threads spin-wait badly, so the default is half the cores (at least one).
     torch_threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
@@ -150,6 +153,7 @@ def load_settings() -> Settings:
         spark_shuffle_partitions=_env_int("RECSYS_SPARK_SHUFFLE_PARTITIONS", 8),
         spark_driver_memory=os.environ.get("RECSYS_SPARK_DRIVER_MEMORY", "2g"),
         spark_blas_library=os.environ.get("RECSYS_SPARK_BLAS_LIBRARY") or "auto",
+        spark_quick_jit_max_mb=_env_float("RECSYS_SPARK_QUICK_JIT_MAX_MB", 32.0),
         torch_threads=_env_int("RECSYS_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2)),
         sequence_side_by_side_seconds=_env_float("RECSYS_SEQUENCE_SIDE_BY_SIDE_SECONDS", 15.0),
         seed=_env_int("RECSYS_SEED", 42),

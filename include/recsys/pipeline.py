@@ -64,9 +64,16 @@ def validate_raw(settings: Settings, ds: str | date, dag_id: str, airflow_run_id
 
     day = parse_ds(ds)
     parent_run_id = tracking.ensure_parent_run(settings, dag_id, airflow_run_id, day.isoformat())
-    spark = get_spark(settings, app_name=f"validate_raw {day}")
+    spark = get_spark(settings, app_name=f"validate_raw {day}", input_mb=_window_mb(settings, day))
     with day_data_lock(settings.data_dir):  # another day's run may be validating the same history
         return _validate_window(settings, spark, day, parent_run_id)
+
+
+def _window_mb(settings: Settings, day: date) -> float:
+    """The run's scale for its Spark JVM (recsys.features.spark.quick_jit): the window's raw event files."""
+    from recsys.features.spark import raw_window_mb
+
+    return raw_window_mb(settings.raw_events_dir, day, settings.lookback_days)
 
 
 def _validate_window(settings: Settings, spark, day: date, parent_run_id: str) -> dict:
@@ -121,7 +128,7 @@ def build_features(settings: Settings, ds: str | date, parent_run_id: str | None
     from recsys.features.spark import get_spark
 
     day = parse_ds(ds)
-    spark = get_spark(settings, app_name=f"build_features {day}")
+    spark = get_spark(settings, app_name=f"build_features {day}", input_mb=_window_mb(settings, day))
     with day_data_lock(settings.data_dir):  # partials of shared history days may be rebuilt by one run at a time
         summary = build(spark, settings, day)
     from recsys.quality.features import check_features
@@ -255,7 +262,7 @@ def train_model(settings: Settings, ds: str | date, name: str, parent_run_id: st
     if name in ("collaborative", "cooccurrence"):
         from recsys.features.spark import get_spark
 
-        spark = get_spark(settings, app_name=f"train_{name} {day}")
+        spark = get_spark(settings, app_name=f"train_{name} {day}", input_mb=_window_mb(settings, day))
 
     metrics: dict[str, float] = {}
     extra_params: dict = {}

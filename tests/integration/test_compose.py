@@ -76,6 +76,7 @@ DELIBERATELY_DEFAULTED = {
     "RECSYS_SPARK_SHUFFLE_PARTITIONS": "Spark tuning: the default suits the worker's cores",
     "RECSYS_SPARK_DRIVER_MEMORY": "Spark tuning: the default fits a worker container",
     "RECSYS_SPARK_BLAS_LIBRARY": "Spark tuning: auto finds the reference BLAS the image installs",
+    "RECSYS_SPARK_QUICK_JIT_MAX_MB": "Spark tuning: the documented default (32 MB of raw events in the window)",
     "RECSYS_TORCH_THREADS": "the default (half the container's cores) is what parallel training wants",
     "RECSYS_SEQUENCE_SIDE_BY_SIDE_SECONDS": "model tuning: the documented default (15 s)",
     "RECSYS_SEED": "reproducibility: the documented default seed",

@@ -2,7 +2,7 @@
 per task, log lines on the right stream, and the ratings handed to ALS as an RDD that the tasks decode.
 
 The BLAS checks read the classes Spark ML itself calls (``linear_algebra_backends``), not a guess from the
-file system; the thread and log-stream checks start their own JVM through get_spark, in a child process,
+file system; the thread, JIT and log-stream checks start their own JVM through get_spark, in a child process,
 because the environment and the JVM's options are read once, when a JVM starts (the test session's JVM is
 already running).
 """
@@ -14,13 +14,16 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.features.spark import NATIVE_BLAS_THREADS_ENV, linear_algebra_backends, spark_ml_blas_library
+from recsys.features.spark import (
+    NATIVE_BLAS_THREADS_ENV, QUICK_JIT_OPTION, driver_java_options, linear_algebra_backends, quick_jit, raw_window_mb, spark_ml_blas_library,
+)
 from recsys.models.collaborative import _ratings_frame
 
 pytestmark = pytest.mark.spark
@@ -58,10 +61,12 @@ import json, os, sys
 from pathlib import Path
 from recsys.config import Settings
 from recsys.features.spark import get_spark, linear_algebra_backends
-spark = get_spark(Settings(data_dir=Path(sys.argv[1]), spark_master="local[1]", spark_shuffle_partitions=1))
+# 0.5 MB of input: a small run's JVM, with the quick JIT only.
+spark = get_spark(Settings(data_dir=Path(sys.argv[1]), spark_master="local[1]", spark_shuffle_partitions=1), input_mb=0.5)
 jvm = spark.sparkContext._jvm
 names = sys.argv[2:]
 print(json.dumps({
+    "jvm_arguments": list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()),
     "backends": linear_algebra_backends(spark),
     "executor_options": spark.conf.get("spark.executor.extraJavaOptions"),
     "jvm": {name: jvm.java.lang.System.getenv(name) for name in names},
@@ -109,6 +114,35 @@ def test_get_spark_hands_spark_ml_the_reference_blas_where_it_is_installed(child
     assert seen["backends"]["blas"] == "JNIBLAS", seen["backends"]
     assert seen["backends"]["blas_library"] == reference
     assert f"-Ddev.ludovic.netlib.blas.nativeLibPath={reference}" in seen["executor_options"]
+
+
+def test_a_small_runs_jvm_compiles_with_the_quick_jit_only(child_session):
+    """C2 costs a fresh JVM more CPU than it saves on small data (recsys.features.spark.quick_jit)."""
+    seen = json.loads(next(line for line in child_session.stdout.splitlines() if line.startswith("{")))
+    assert QUICK_JIT_OPTION in seen["jvm_arguments"], seen["jvm_arguments"]
+
+
+def test_quick_jit_is_for_known_small_inputs_only():
+    assert quick_jit(0.5, 16.0) and quick_jit(16.0, 16.0)
+    assert not quick_jit(16.1, 16.0)
+    assert not quick_jit(None, 16.0)  # unknown size: the full JIT
+    assert not quick_jit(0.0, 0.0)  # 0 turns it off
+    assert QUICK_JIT_OPTION in driver_java_options(quick_jit=True)
+    assert QUICK_JIT_OPTION not in driver_java_options()
+
+
+def test_raw_window_mb_counts_the_lookback_windows_files_only(tmp_path):
+    raw = tmp_path / "raw" / "events"
+    day = date(2026, 3, 10)
+    sizes = {date(2026, 3, 10): 3 * 2**20, date(2026, 3, 8): 2**20, date(2026, 3, 7): 5 * 2**20, date(2026, 3, 11): 7 * 2**20}
+    for d, size in sizes.items():
+        folder = raw / f"ds={d.isoformat()}" / "part"
+        folder.mkdir(parents=True)
+        (folder / "events.csv").write_bytes(b"x" * size)
+    # A 3-day window ending on the 10th: the 10th and the 8th (the 9th is missing); not the 7th, not the later 11th.
+    assert raw_window_mb(raw, day, 3) == pytest.approx(4.0)
+    assert raw_window_mb(raw, day, 4) == pytest.approx(9.0)
+    assert raw_window_mb(tmp_path / "nowhere", day, 3) == 0.0
 
 
 def test_the_jvm_writes_warnings_to_stdout_and_only_errors_to_stderr(child_session):

@@ -19,6 +19,17 @@ def test_als_trials_from_the_environment(monkeypatch, tmp_path):
     assert load_settings().als_trials == 3 == len(ALS_GRID)  # the documented default: the whole grid
 
 
+def test_spark_quick_jit_threshold_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("RECSYS_SPARK_QUICK_JIT_MAX_MB", raising=False)
+    assert load_settings().spark_quick_jit_max_mb == 32.0
+    monkeypatch.setenv("RECSYS_SPARK_QUICK_JIT_MAX_MB", "0")
+    assert load_settings().spark_quick_jit_max_mb == 0.0
+    monkeypatch.setenv("RECSYS_SPARK_QUICK_JIT_MAX_MB", "lots")
+    with pytest.raises(ValueError, match="RECSYS_SPARK_QUICK_JIT_MAX_MB='lots' must be a number"):
+        load_settings()
+
+
 @pytest.mark.parametrize("trials", [0, len(ALS_GRID) + 1])
 def test_als_trials_outside_the_grid_is_a_clear_error(settings, trials):
     with pytest.raises(ValueError, match=rf"RECSYS_ALS_TRIALS={trials}: must be between 1 and {len(ALS_GRID)}"):

@@ -507,7 +507,7 @@ def build_features(spark: "SparkSession", settings: "Settings", ds: date, mode: 
 def main(argv: list[str] | None = None) -> int:
     """``python -m recsys.features.build --ds YYYY-MM-DD``: the job alone, with the settings from the environment."""
     from recsys.config import load_settings
-    from recsys.features.spark import get_spark
+    from recsys.features.spark import get_spark, raw_window_mb
 
     parser = argparse.ArgumentParser(description="Build the feature tables of one day.")
     parser.add_argument("--ds", required=True, type=date.fromisoformat)
@@ -515,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    spark = get_spark(settings, app_name=f"build_features {args.ds}")
+    input_mb = raw_window_mb(settings.raw_events_dir, args.ds, settings.lookback_days)
+    spark = get_spark(settings, app_name=f"build_features {args.ds}", input_mb=input_mb)
     try:
         summary = build_features(spark, settings, args.ds, mode=args.mode)
         summary["spark_master"] = spark.sparkContext.master
