@@ -71,7 +71,7 @@ def validate_raw(settings: Settings, ds: str | date, dag_id: str, airflow_run_id
 
 def _window_mb(settings: Settings, day: date) -> float:
     """The run's scale for its Spark JVM (recsys.features.spark.quick_jit): the window's raw event files."""
-    from recsys.features.spark import raw_window_mb
+    from recsys.features.build import raw_window_mb
 
     return raw_window_mb(settings.raw_events_dir, day, settings.lookback_days)
 

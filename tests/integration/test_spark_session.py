@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.features.build import raw_window_mb
 from recsys.features.spark import (
-    NATIVE_BLAS_THREADS_ENV, QUICK_JIT_OPTION, driver_java_options, linear_algebra_backends, quick_jit, raw_window_mb, spark_ml_blas_library,
+    NATIVE_BLAS_THREADS_ENV, QUICK_JIT_OPTION, driver_java_options, linear_algebra_backends, quick_jit, spark_ml_blas_library,
 )
 from recsys.models.collaborative import _ratings_frame
 

@@ -125,7 +125,7 @@ def window_days(ds: date, lookback_days: int) -> list[date]:
 
 
 def clean_day_dirs(clean_events_dir: Path, days: list[date]) -> dict[date, Path]:
-    """The clean partitions of ``days`` that exist on disk."""
+    """The clean partitions of ``days`` that exist on disk (any ``ds=`` folder tree: raw ones too)."""
     folders = {d: Path(clean_events_dir) / f"ds={d.isoformat()}" for d in days}
     return {d: folder for d, folder in folders.items() if folder.is_dir()}
 
@@ -171,6 +171,12 @@ def extract_partials(spark: "SparkSession", store: PartialStore, table: str, day
 
 def _size_of(folders) -> int:
     return sum(f.stat().st_size for folder in folders for f in Path(folder).rglob("*") if f.is_file())
+
+
+def raw_window_mb(raw_events_dir: Path, ds: date, lookback_days: int) -> float:
+    """Size in MB of the raw event files of the ``lookback_days`` ending at ``ds``: a run's scale, known before
+    Spark starts (recsys.features.spark.quick_jit)."""
+    return _size_of(clean_day_dirs(raw_events_dir, window_days(ds, lookback_days)).values()) / 2**20
 
 
 def clean_fingerprint(folder: Path) -> str:
@@ -507,7 +513,7 @@ def build_features(spark: "SparkSession", settings: "Settings", ds: date, mode: 
 def main(argv: list[str] | None = None) -> int:
     """``python -m recsys.features.build --ds YYYY-MM-DD``: the job alone, with the settings from the environment."""
     from recsys.config import load_settings
-    from recsys.features.spark import get_spark, raw_window_mb
+    from recsys.features.spark import get_spark
 
     parser = argparse.ArgumentParser(description="Build the feature tables of one day.")
     parser.add_argument("--ds", required=True, type=date.fromisoformat)

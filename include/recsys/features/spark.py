@@ -11,7 +11,6 @@ import re
 import shutil
 import sys
 import tempfile
-from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,16 +134,6 @@ def quick_jit(input_mb: "float | None", max_mb: float) -> bool:
     return input_mb is not None and max_mb > 0 and input_mb <= max_mb
 
 
-def raw_window_mb(raw_events_dir: Path, day: date, lookback_days: int) -> float:
-    """Size in MB of the raw event files of the ``lookback_days`` ending at ``day``: a run's scale, known before Spark starts."""
-    total = 0
-    for offset in range(lookback_days):
-        folder = raw_events_dir / f"ds={(day - timedelta(days=offset)).isoformat()}"
-        if folder.is_dir():
-            total += sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-    return total / 2**20
-
-
 def driver_java_options(blas_library: "str | None" = None, quick_jit: bool = False) -> str:
     """The driver JVM's options: UTC, :data:`LOG4J2_CONFIG` for its log lines, Spark ML's BLAS library if
     given, and :data:`QUICK_JIT_OPTION` for a small input (:func:`quick_jit`)."""
@@ -160,7 +149,7 @@ def get_spark(settings: "Settings", app_name: str = "recsys", input_mb: "float |
     """Build (or reuse) the SparkSession configured from the settings.
 
     ``input_mb``: how much data the session is for (the pipeline passes its lookback window's raw event
-    files, :func:`raw_window_mb`); a small amount starts the JVM with the quick JIT only (:func:`quick_jit`).
+    files, :func:`recsys.features.build.raw_window_mb`); a small amount starts the JVM with the quick JIT only (:func:`quick_jit`).
     """
     from pyspark.sql import SparkSession
 
